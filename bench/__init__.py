@@ -1,0 +1,1 @@
+"""memorybench harness: config, backbone, training, evaluation, records, reports."""

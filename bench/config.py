@@ -1,0 +1,128 @@
+"""Typed, strict configuration: dataclasses registered in Hydra's ConfigStore.
+
+Every group (model, train, eval, logger) has a schema, and each mechanism / task registers its own options
+dataclass as `schema/mechanism/<name>` / `schema/task/<name>`, which its YAML extends. Hydra then rejects an unknown
+key or a wrong type at compose time; `validate` rejects values that type-check but cannot work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+import mechanisms
+import tasks
+from mechanisms.base import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_hidden: int = 384
+    tokenizer: str = "byte"  # byte | bpe (trained on the training mixture's text, cached)
+    bpe_vocab_size: int = 512
+
+
+@dataclass
+class TrainConfig:
+    init: str = "base"  # base: continue from one cached full-attention base model | scratch
+    base_steps: int = 600  # pretraining steps of the shared base model (init=base)
+    steps: int = 200  # steps every mechanism gets (continued training, or from scratch)
+    batch_size: int = 32
+    train_length: int = 256  # longest training sequence, tokens
+    curriculum_start: float = 0.25  # lengths grow from this fraction of train_length over the first 60% of steps
+    lr: float = 1e-3
+    base_lr: float = 1e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    mixture: dict[str, float] = field(default_factory=lambda: {"passkey": 1.0})
+    seed: int = 1234  # training data and init; evaluation seeds are drawn from a disjoint range
+
+
+@dataclass
+class EvalConfig:
+    lengths: list[int] = field(default_factory=lambda: [128, 256, 512])
+    n: int = 20  # samples per cell
+    chunk_size: int = 512  # tokens per forward call while streaming
+    seed: int = 0
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+
+
+@dataclass
+class Config:
+    mechanism: Any = MISSING
+    task: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    sweep_name: str = "adhoc"
+    device: str = "cpu"
+    results_dir: str = "results"
+    cache_dir: str = ".cache"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for name in mechanisms.names():
+        cs.store(group="schema/mechanism", name=name, node=mechanisms.get(name).Options)
+    for name in tasks.names():
+        cs.store(group="schema/task", name=name, node=tasks.get(name).Options)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Values that type-check but cannot work raise ConfigError naming the key."""
+    mech = dict(OmegaConf.to_container(cfg.mechanism, resolve=True))
+    mechanisms.options(mech.pop("name"), **mech)
+    task = tasks.get(cfg.task.name)
+    task.Options(**OmegaConf.to_container(cfg.task, resolve=True)).validate()
+    m, t, e = cfg.model, cfg.train, cfg.eval
+    _positive(m, "model", "d_model", "n_layers", "n_heads", "mlp_hidden")
+    if m.d_model % m.n_heads:
+        raise ConfigError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
+    if m.tokenizer not in ("byte", "bpe"):
+        raise ConfigError(f"model.tokenizer must be 'byte' or 'bpe', got {m.tokenizer!r}")
+    if t.init not in ("base", "scratch"):
+        raise ConfigError(f"train.init must be 'base' or 'scratch', got {t.init!r}")
+    _positive(t, "train", "batch_size", "train_length", "lr", "base_lr")
+    if t.steps < 0 or t.base_steps < 0 or t.warmup_steps < 0:
+        raise ConfigError("train.steps, train.base_steps and train.warmup_steps must be >= 0")
+    if not 0 < t.curriculum_start <= 1:
+        raise ConfigError(f"train.curriculum_start must be in (0, 1], got {t.curriculum_start}")
+    if not t.mixture or any(w < 0 for w in t.mixture.values()) or sum(t.mixture.values()) <= 0:
+        raise ConfigError(f"train.mixture needs non-negative weights with a positive sum, got {dict(t.mixture)}")
+    for name in t.mixture:
+        tasks.get(name)
+    if not e.lengths:
+        raise ConfigError("eval.lengths is empty")
+    if any(n <= 0 for n in e.lengths):
+        raise ConfigError(f"eval.lengths must be positive token counts, got {list(e.lengths)}")
+    _positive(e, "eval", "n", "chunk_size")
+    if cfg.logger.name != "none":
+        raise ConfigError(f"logger.name={cfg.logger.name!r} is not supported (known: none)")
+
+
+def _positive(node: Any, prefix: str, *keys: str) -> None:
+    for k in keys:
+        if node[k] <= 0:
+            raise ConfigError(f"{prefix}.{k} must be > 0, got {node[k]}")
+
+
+def as_dict(node: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(node):
+        return dataclasses.asdict(node)
+    return OmegaConf.to_container(node, resolve=True)

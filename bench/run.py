@@ -1,0 +1,90 @@
+"""One job of a sweep: validate the config, get the trained model (cached), evaluate the task, append records."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import tasks
+from bench import records, summary
+from bench.config import validate
+from bench.hashing import content_hash
+from bench.lm import StreamingLM
+from bench.model import BackboneSpec
+from bench.tokenizer import BPETokenizer, ByteTokenizer
+from bench.train import trained_model
+from mechanisms.base import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Nothing in a run may reach a model/dataset hub: each lookup would hang ~23 s offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def make_tokenizer(cfg: DictConfig):
+    if cfg.model.tokenizer == "byte":
+        return ByteTokenizer()
+    texts = [t for name in tasks.names() for t in tasks.get(name).tokenizer_texts()]
+    return BPETokenizer.cached(texts, cfg.model.bpe_vocab_size, Path(cfg.cache_dir))
+
+
+def cell_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What determines a cell's results; its hash keys the cell (timing/location fields excluded)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return {k: c[k] for k in ("mechanism", "task", "model", "train", "eval")}
+
+
+def run(cfg: DictConfig) -> Path | None:
+    validate(cfg)
+    path = records.records_path(cfg.results_dir, cfg.sweep_name)
+    config_hash = content_hash(cell_identity(cfg))
+    mechanism = cfg.mechanism.name
+    if config_hash in records.finished_config_hashes(path):
+        log.info("%s / %s: already recorded in %s (config %s), skipping", mechanism, cfg.task.name, path, config_hash)
+        return path
+
+    tokenizer = make_tokenizer(cfg)
+    task_options = tasks.get(cfg.task.name).Options(**OmegaConf.to_container(cfg.task, resolve=True))
+    task = tasks.get(cfg.task.name)(task_options, tokenizer)
+    too_short = [n for n in cfg.eval.lengths if n < task.min_length()]
+    if too_short:
+        raise ConfigError(f"eval.lengths {too_short} are shorter than the {cfg.task.name} task's fixed text "
+                          f"({task.min_length()} tokens)")
+    m = cfg.model
+    spec = BackboneSpec(tokenizer.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_hidden)
+    options = OmegaConf.to_container(cfg.mechanism, resolve=True)
+
+    started = time.perf_counter()
+    model, checkpoint = trained_model(cfg, spec, tokenizer, options)
+    train_s = time.perf_counter() - started
+    lm = StreamingLM(model, tokenizer, cfg.eval.chunk_size)
+    started = time.perf_counter()
+    results = task.evaluate(lm, list(cfg.eval.lengths), cfg.eval.n, cfg.eval.seed)
+    eval_s = time.perf_counter() - started
+    log.info("%s / %s: model ready in %.0fs, evaluated in %.0fs", mechanism, cfg.task.name, train_s, eval_s)
+
+    run_id, sha, created = uuid.uuid4().hex[:12], records.git_sha(), records.now()
+    model_name = f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}-{tokenizer.name}{tokenizer.vocab_size}"
+    rows = [
+        {
+            "run_id": run_id, "sweep": cfg.sweep_name, "mechanism": mechanism,
+            "options": {k: v for k, v in options.items() if k != "name"}, "task": cfg.task.name,
+            "subtask": r.subtask, "model": model_name, "seed": cfg.train.seed,
+            "train_length": cfg.train.train_length, "context_length": r.context_length, "depth": r.depth,
+            "metric": r.metric, "value": r.value, "n": r.n, "state_bytes": r.state_bytes,
+            "tokens_per_s": r.tokens_per_s, "config_hash": config_hash, "data_hash": r.data_hash,
+            "git_sha": sha, "created_at": created,
+        }
+        for r in results
+    ]
+    records.append_records(path, rows)
+    log.info("%s / %s: %d records -> %s (checkpoint %s)", mechanism, cfg.task.name, len(rows), path, checkpoint)
+    summary.write_summary(path)
+    return path

@@ -1,0 +1,192 @@
+"""Training: AdamW with warm-up + cosine decay on a weighted mixture of the tasks' training streams, with
+checkpoints cached under a content hash so a sweep trains each model once.
+
+Protocols (`train.init`): `base` pretrains one full-attention model per sweep and gives every mechanism the same
+continued-training budget from its weights (the controlled-study protocol); `scratch` trains each mechanism from
+random initialisation under the same budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import tasks
+from bench.hashing import content_hash
+from bench.model import Backbone, BackboneSpec
+from mechanisms.base import ConfigError
+from tasks.base import Task, train_rng
+
+log = logging.getLogger(__name__)
+DATA_VERSION = "mixture-v1"  # bump when a training stream's format changes: invalidates cached checkpoints
+
+
+class TrainingDiverged(RuntimeError):
+    """Loss became NaN/inf; the message names mechanism, step and loss."""
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run depends on; its hash names the checkpoint."""
+
+    spec: BackboneSpec
+    mechanism: str
+    options: dict[str, Any]
+    steps: int
+    lr: float
+    init_from: str | None  # hash of the checkpoint it continues from, if any
+
+    def key(self, train_cfg: dict[str, Any], tokenizer_fingerprint: str) -> str:
+        return content_hash([dataclasses.asdict(self), train_cfg, tokenizer_fingerprint, DATA_VERSION], 20)
+
+
+class Mixture:
+    """Draws training batches: one length per batch (a short-to-long curriculum), one task per sample."""
+
+    def __init__(self, task_objs: dict[str, Task], weights: dict[str, float], seed: int) -> None:
+        self.tasks = task_objs
+        self.names = [n for n in weights if weights[n] > 0]
+        self.weights = [weights[n] for n in self.names]
+        self.rng = train_rng(seed)
+
+    def batch(self, batch_size: int, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows, weights = [], []
+        for _ in range(batch_size):
+            task = self.tasks[self.rng.choices(self.names, self.weights)[0]]
+            tokens, w = task.training_sample(self.rng, length)
+            rows.append(tokens)
+            weights.append(w)
+        t = torch.tensor(rows)
+        return t[:, :-1], t[:, 1:], torch.tensor(weights)
+
+
+def curriculum_length(step: int, steps: int, min_length: int, max_length: int, start: float, rng: random.Random) -> int:
+    """Upper bound grows linearly from `start` * max to max over the first 60% of steps; the length is drawn
+    uniformly between a quarter of that bound and the bound, so short distances stay in the mix."""
+    frac = min(1.0, step / max(1.0, 0.6 * steps))
+    hi = max(min_length, int(max_length * (start + (1 - start) * frac)))
+    lo = max(min_length, hi // 4)
+    return rng.randint(lo, hi)
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int, min_ratio: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def param_groups(model: Backbone, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on norms, embeddings-as-biases and anything 1-D (gates, scalars)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(model: Backbone, mixture: Mixture, cfg: Any, steps: int, lr: float, desc: str) -> list[float]:
+    """Run `steps` optimizer steps in place; returns the loss curve. Raises TrainingDiverged on NaN/inf."""
+    device = model.embed.weight.device
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
+    min_len = max(t.min_length() for t in mixture.tasks.values()) + 8
+    if cfg.train_length < min_len:
+        raise ConfigError(f"train.train_length={cfg.train_length} is shorter than the tasks need ({min_len})")
+    length_rng = random.Random(f"lengths:{cfg.seed}")
+    losses: list[float] = []
+    model.train()
+    bar = tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    for step in bar:
+        length = curriculum_length(step, steps, min_len, cfg.train_length, cfg.curriculum_start, length_rng)
+        x, y, w = (t.to(device) for t in mixture.batch(cfg.batch_size, length))
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, cfg.warmup_steps, cfg.min_lr_ratio)
+        logits, _ = model(x)
+        per_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+        loss = (per_token * w.reshape(-1)).sum() / w.sum()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"{model.mechanism}: loss became {loss.item()} at step {step} ({desc})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", len=length)
+    model.eval()
+    return losses
+
+
+def save_checkpoint(model: Backbone, path: Path, meta: dict[str, Any]) -> None:
+    """Write to a temp file and rename, so a crash never leaves a truncated checkpoint under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or corrupt file: report in one line, caller retrains
+        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to retrain") from None
+
+
+def transfer_weights(model: Backbone, base_state: dict[str, torch.Tensor]) -> list[str]:
+    """Load base weights; every model parameter must come from the base except mechanism-specific additions,
+    which are returned (they keep their fresh initialisation)."""
+    result = model.load_state_dict(base_state, strict=False)
+    if result.unexpected_keys:
+        raise ConfigError(f"base checkpoint has weights the {model.mechanism} model lacks: {result.unexpected_keys}")
+    return list(result.missing_keys)
+
+
+def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[str, Any]) -> tuple[Backbone, str]:
+    """The model for this run, from the checkpoint cache or trained now; returns (model, checkpoint key)."""
+    t = cfg.train
+    train_cfg = {k: v for k, v in dict(t).items() if k not in ("steps", "base_steps", "lr", "base_lr", "init")}
+    mixture_tasks = {name: tasks.get(name)(tasks.get(name).Options(name=name), tokenizer) for name in t.mixture}
+    cache = Path(cfg.cache_dir) / "checkpoints"
+    device = torch.device(cfg.device)
+    mechanism = options["name"]
+    mech_options = {k: v for k, v in options.items() if k != "name"}
+
+    def obtain(job: TrainJob, label: str, init_state: dict | None) -> tuple[Backbone, str]:
+        key = job.key(train_cfg, tokenizer.fingerprint)
+        path = cache / f"{key}.pt"
+        model = Backbone(spec, job.mechanism, job.options).to(device)
+        if path.exists():
+            log.info("%s: cached checkpoint %s", label, path)
+            model.load_state_dict(load_checkpoint(path)["state_dict"])
+            return model.eval(), key
+        if init_state is not None:
+            added = transfer_weights(model, init_state)
+            if added:
+                log.info("%s: new parameters initialised fresh: %s", label, added)
+        torch.manual_seed(t.seed)
+        mixture = Mixture(mixture_tasks, dict(t.mixture), t.seed + (1 if init_state is not None else 0))
+        log.info("%s: training %d steps (lr %g) -> %s", label, job.steps, job.lr, path)
+        losses = train(model, mixture, t, job.steps, job.lr, label)
+        final = sum(losses[-20:]) / max(1, len(losses[-20:]))
+        log.info("%s: final loss %.4f", label, final)
+        save_checkpoint(model, path, {"job": json.loads(json.dumps(dataclasses.asdict(job))), "final_loss": final})
+        return model, key
+
+    if t.init == "scratch":
+        job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, None)
+        return obtain(job, f"{mechanism} (scratch)", None)
+    torch.manual_seed(t.seed)
+    base_job = TrainJob(spec, "full", {}, t.base_steps, t.base_lr, None)
+    base, base_key = obtain(base_job, "base (full attention)", None)
+    job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, base_key)
+    return obtain(job, f"{mechanism} (from base)", base.state_dict())

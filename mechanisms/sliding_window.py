@@ -1,0 +1,138 @@
+"""Sliding-window attention with optional attention sinks (StreamingLLM).
+
+Convention (state it, because off-by-one windows are a classic bug, HF #29623): the query at position t attends to
+exactly the last `window` tokens including itself, positions max(0, t-W+1) .. t, i.e. min(t+1, W) keys.
+
+Computed block-banded, never with a T x T mask: queries are cut into blocks of Bq = min(W, T) and each block scores
+only its Bq + W - 1 candidate keys, so time and memory are O(T * W). Between chunks the state is a rolling buffer
+of exactly W keys/values (the last W tokens) plus `sinks` sink slots, pre-allocated so `state_nbytes` never
+changes with context length.
+
+Sinks: the first `sinks` tokens stay visible forever. Position convention (StreamingLLM's cache positions): sinks
+are placed as if contiguous with the window, so the query at t sees sink j at relative distance min(t, S+W-1) - j.
+This keeps every relative distance below S + W, inside what a model trained at length >= S + W has seen. Keys are
+rotated once at their absolute positions; for the sink scores the query is rotated at min(t, S+W-1) instead of t.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor, nn
+
+from mechanisms.base import ConfigError, Mechanism, MechanismOptions
+from mechanisms.full import merge_heads, split_heads
+from mechanisms.registry import register
+from mechanisms.rope import apply_rope
+
+
+@dataclasses.dataclass
+class WindowState:
+    k: Tensor  # (B, H, W, Dh): keys of positions p0-W .. p0-1 (slots before position 0 are unused)
+    v: Tensor
+    sink_k: Tensor  # (B, H, S, Dh): keys of positions 0 .. S-1 once seen
+    sink_v: Tensor
+
+
+@dataclasses.dataclass
+class SlidingWindowOptions(MechanismOptions):
+    window: int = 128
+    sinks: int = 0
+    rope_base: float = 10000.0
+
+    def validate(self) -> None:
+        if self.window < 1:
+            raise ConfigError(f"mechanism.window must be >= 1, got {self.window}")
+        if self.sinks < 0:
+            raise ConfigError(f"mechanism.sinks must be >= 0, got {self.sinks}")
+
+
+@register
+class SlidingWindowAttention(Mechanism):
+    name = "sliding_window"
+    Options = SlidingWindowOptions
+
+    def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:
+        super().__init__(d_model, n_heads, layer_idx, **options)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def init_state(self, batch_size, device, dtype) -> WindowState:
+        def zeros(n):
+            return torch.zeros(batch_size, self.n_heads, n, self.head_dim, device=device, dtype=dtype)
+
+        o = self.options
+        return WindowState(zeros(o.window), zeros(o.window), zeros(o.sinks), zeros(o.sinks))
+
+    def forward(self, x: Tensor, state: WindowState, positions: Tensor) -> tuple[Tensor, WindowState]:
+        o = self.options
+        q, k, v = split_heads(self.qkv(x), self.n_heads)
+        k = apply_rope(k, positions, o.rope_base)
+        q_window = apply_rope(q, positions, o.rope_base)
+        q_sink = apply_rope(q, positions.clamp(max=o.sinks + o.window - 1), o.rope_base) if o.sinks else None
+        y, new_state = windowed_attention(q_window, q_sink, k, v, state, positions, o.window, o.sinks)
+        return self.out(merge_heads(y)), new_state
+
+
+def windowed_attention(
+    q: Tensor, q_sink: Tensor | None, k: Tensor, v: Tensor, state: WindowState, positions: Tensor,
+    window: int, sinks: int,
+) -> tuple[Tensor, WindowState]:
+    """Block-banded attention of rotated q/k/v (B, H, T, Dh) over [sinks] + [last `window` tokens].
+
+    `positions` must be contiguous (p0 .. p0+T-1) and continue the positions the state has seen.
+    """
+    b, h, t, dh = q.shape
+    w, p0 = window, int(positions[0])
+    block = min(w, t)
+    n_blocks = math.ceil(t / block)
+    pad = n_blocks * block - t
+
+    # Context = [buffer (positions p0-W .. p0-1)] + [chunk] (+ padding); index i holds position p0 - W + i.
+    k_ctx = torch.cat([state.k, k, k.new_zeros(b, h, pad, dh)], dim=2)
+    v_ctx = torch.cat([state.v, v, v.new_zeros(b, h, pad, dh)], dim=2)
+    span = block + w - 1  # candidate keys of one query block: context indices b*Bq+1 .. b*Bq+Bq+W-1
+    k_blocks = k_ctx[:, :, 1:].unfold(2, span, block).transpose(-1, -2)  # (B, H, nb, span, Dh)
+    v_blocks = v_ctx[:, :, 1:].unfold(2, span, block).transpose(-1, -2)
+    q_blocks = torch.cat([q, q.new_zeros(b, h, pad, dh)], dim=2).view(b, h, n_blocks, block, dh)
+
+    scale = 1.0 / math.sqrt(dh)
+    scores = torch.einsum("bhnqd,bhnkd->bhnqk", q_blocks, k_blocks) * scale
+    local_q = torch.arange(block, device=q.device)
+    local_k = torch.arange(span, device=q.device)
+    lag = local_k[None, :] - local_q[:, None]  # (Bq, span): query jj sees key ii iff 0 <= ii - jj <= W-1
+    band = (lag >= 0) & (lag <= w - 1)
+    ctx_index = torch.arange(n_blocks, device=q.device)[:, None] * block + 1 + local_k[None, :]  # (nb, span)
+    exists = (p0 - w + ctx_index) >= 0  # slots before position 0 hold nothing
+    allowed = band[None, :, :] & exists[:, None, :]  # (nb, Bq, span)
+
+    sink_k, sink_v = state.sink_k, state.sink_v
+    if sinks:
+        sink_k, sink_v = _update_sinks(sink_k, sink_v, k, v, positions, sinks)
+        q_sink_blocks = torch.cat([q_sink, q_sink.new_zeros(b, h, pad, dh)], dim=2).view(b, h, n_blocks, block, dh)
+        sink_scores = torch.einsum("bhnqd,bhsd->bhnqs", q_sink_blocks, sink_k) * scale
+        q_pos = (p0 + torch.arange(n_blocks * block, device=q.device)).view(n_blocks, block)
+        # sink j is scored on this path only when it has left the window: j < t - W + 1
+        sink_allowed = torch.arange(sinks, device=q.device)[None, None, :] < (q_pos[:, :, None] - w + 1)
+        scores = torch.cat([sink_scores, scores], dim=-1)
+        allowed = torch.cat([sink_allowed, allowed], dim=-1)
+        v_blocks = torch.cat([sink_v[:, :, None].expand(b, h, n_blocks, sinks, dh), v_blocks], dim=3)
+
+    probs = scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(~allowed, float("-inf")).softmax(dim=-1).to(v.dtype)
+    y = torch.einsum("bhnqk,bhnkd->bhnqd", probs, v_blocks).reshape(b, h, n_blocks * block, dh)[:, :, :t]
+    keep = torch.cat([state.k, k], dim=2)[:, :, -w:], torch.cat([state.v, v], dim=2)[:, :, -w:]
+    return y, WindowState(keep[0], keep[1], sink_k, sink_v)
+
+
+def _update_sinks(sink_k, sink_v, k, v, positions, sinks):
+    """Write the chunk's tokens with positions < sinks into their sink slots (out of place, autograd-safe)."""
+    selected = positions < sinks
+    if not bool(selected.any()):
+        return sink_k, sink_v
+    slots = positions[selected]
+    sink_k, sink_v = sink_k.clone(), sink_v.clone()
+    sink_k[:, :, slots] = k[:, :, selected]
+    sink_v[:, :, slots] = v[:, :, selected]
+    return sink_k, sink_v

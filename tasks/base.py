@@ -1,0 +1,70 @@
+"""The task contract: a family that (1) contributes a training stream with seeds disjoint from evaluation,
+(2) supplies text for the BPE tokenizer, and (3) scores a `LongContextLM` on a grid of cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any, ClassVar
+
+from mechanisms.base import ConfigError
+
+# Training draws seeds below this offset, evaluation at or above it: the two never share a sample.
+EVAL_SEED_OFFSET = 1_000_003
+
+
+@dataclasses.dataclass
+class TaskOptions:
+    name: str = "?"
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the key when the options cannot work."""
+
+
+@dataclasses.dataclass
+class CellResult:
+    """One metric of one evaluation cell; bench.records adds the run's provenance."""
+
+    context_length: int
+    metric: str
+    value: float
+    n: int
+    depth: float | None = None
+    subtask: str | None = None
+    state_bytes: int | None = None
+    tokens_per_s: float | None = None
+    data_hash: str | None = None
+
+
+class Task:
+    name: ClassVar[str]
+    Options: ClassVar[type[TaskOptions]]
+
+    def __init__(self, options: TaskOptions, tokenizer: Any) -> None:
+        self.options, self.tokenizer = options, tokenizer
+
+    @classmethod
+    def tokenizer_texts(cls) -> list[str]:
+        """Representative text for training the BPE tokenizer (deterministic)."""
+        return []
+
+    def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
+        """A training sequence of exactly `length` + 1 tokens (inputs + shifted targets) and per-target weights."""
+        raise NotImplementedError
+
+    def min_length(self) -> int:
+        return 1
+
+    def evaluate(self, lm: Any, lengths: list[int], n: int, seed: int) -> list[CellResult]:
+        raise NotImplementedError
+
+
+def eval_rng(seed: int, *key: Any) -> random.Random:
+    """Deterministic evaluation randomness per cell, from the range training never uses."""
+    return random.Random(f"eval:{EVAL_SEED_OFFSET + seed}:{key}")
+
+
+def train_rng(seed: int) -> random.Random:
+    if seed >= EVAL_SEED_OFFSET:
+        raise ConfigError(f"train.seed must be < {EVAL_SEED_OFFSET} (evaluation seeds live above it)")
+    return random.Random(f"train:{seed}")

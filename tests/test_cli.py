@@ -1,0 +1,59 @@
+"""End to end through the real CLI: a smoke sweep writes complete records; bad input fails cleanly."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.records import FIELDS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "bench", *overrides, f"results_dir={tmp_path / 'results'}",
+           f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'out'}",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
+    done = run_cli(tmp_path, "-m", "sweep=smoke")
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = tmp_path / "results" / "smoke" / "records.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["mechanism"] for r in rows} == {"full", "sliding_window"}
+    for r in rows:
+        assert tuple(r) == FIELDS
+        assert r["state_bytes"] > 0 and r["tokens_per_s"] > 0 and 0 <= r["value"] <= 1
+        assert r["sweep"] == "smoke" and r["task"] == "passkey" and r["depth"] is not None
+    assert {r["context_length"] for r in rows} == {80, 96}
+    assert (tmp_path / "results" / "smoke" / "summary.md").read_text().count("sliding_window") == 2
+    window_rows = [r for r in rows if r["mechanism"] == "sliding_window"]
+    assert {r["options"]["window"] for r in window_rows} == {64}
+
+    again = run_cli(tmp_path, "-m", "sweep=smoke")
+    assert again.returncode == 0 and "skipping" in again.stderr + again.stdout
+    assert len(path.read_text().splitlines()) == len(rows)
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("mechanism=nope", "mechanism/nope"),
+        ("mechanism=sliding_window mechanism.window=0", "mechanism.window"),
+        ("eval.lengths=[-5]", "eval.lengths"),
+        ("train.lrr=1", "train.lrr"),
+        ("train.lr=fast", "train.lr"),
+        ("mechanism.window=3", "mechanism.window"),  # full attention has no window
+        ("task.depths=[1.5]", "task.depths"),
+    ],
+)
+def test_bad_input_fails_in_one_clear_line(tmp_path, override, needle):
+    done = run_cli(tmp_path, *override.split())
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert needle in done.stderr.strip().splitlines()[0] or needle in done.stderr.splitlines()[1]
+    assert not (tmp_path / "results").exists()
