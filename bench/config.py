@@ -33,11 +33,12 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     init: str = "base"  # base: continue from one cached full-attention base model | scratch
-    base_steps: int = 600  # pretraining steps of the shared base model (init=base)
-    steps: int = 200  # steps every mechanism gets (continued training, or from scratch)
+    base_steps: int = 1500  # pretraining steps of the shared base model (init=base)
+    steps: int = 150  # steps every mechanism gets (continued training, or from scratch)
     batch_size: int = 32
     train_length: int = 256  # longest training sequence, tokens
-    curriculum_start: float = 0.25  # lengths grow from this fraction of train_length over the first 60% of steps
+    curriculum_start: float = 0.25  # the length bound grows from this fraction of train_length over 60% of steps
+    curriculum_floor: float = 0.5  # shortest length drawn, as a fraction of the current bound
     lr: float = 1e-3
     base_lr: float = 1e-3
     warmup_steps: int = 50
@@ -101,8 +102,9 @@ def validate(cfg: DictConfig) -> None:
     _positive(t, "train", "batch_size", "train_length", "lr", "base_lr")
     if t.steps < 0 or t.base_steps < 0 or t.warmup_steps < 0:
         raise ConfigError("train.steps, train.base_steps and train.warmup_steps must be >= 0")
-    if not 0 < t.curriculum_start <= 1:
-        raise ConfigError(f"train.curriculum_start must be in (0, 1], got {t.curriculum_start}")
+    for key in ("curriculum_start", "curriculum_floor"):
+        if not 0 < t[key] <= 1:
+            raise ConfigError(f"train.{key} must be in (0, 1], got {t[key]}")
     if not t.mixture or any(w < 0 for w in t.mixture.values()) or sum(t.mixture.values()) <= 0:
         raise ConfigError(f"train.mixture needs non-negative weights with a positive sum, got {dict(t.mixture)}")
     for name in t.mixture:

@@ -120,7 +120,8 @@ def windowed_attention(
         allowed = torch.cat([sink_allowed, allowed], dim=-1)
         v_blocks = torch.cat([sink_v[:, :, None].expand(b, h, n_blocks, sinks, dh), v_blocks], dim=3)
 
-    probs = scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(~allowed, float("-inf")).softmax(dim=-1).to(v.dtype)
+    softmax_dtype = torch.promote_types(scores.dtype, torch.float32)  # never below fp32, keep fp64 when given
+    probs = scores.to(softmax_dtype).masked_fill(~allowed, float("-inf")).softmax(dim=-1).to(v.dtype)
     y = torch.einsum("bhnqk,bhnkd->bhnqd", probs, v_blocks).reshape(b, h, n_blocks * block, dh)[:, :, :t]
     keep = torch.cat([state.k, k], dim=2)[:, :, -w:], torch.cat([state.v, v], dim=2)[:, :, -w:]
     return y, WindowState(keep[0], keep[1], sink_k, sink_v)

@@ -65,7 +65,8 @@ class CopyTask(Task):
             results.append(
                 CellResult(
                     context_length=length, metric="exact_match", value=exact, n=n,
-                    tokens_per_s=n * (length + span_len) / elapsed, data_hash=content_hash(samples),
+                    state_bytes=lm.state_bytes_after(length), tokens_per_s=n * (length + span_len) / elapsed,
+                    data_hash=content_hash(samples),
                 )
             )
         return results

@@ -92,7 +92,7 @@ def score(generated_text: str, key: str) -> dict[str, float]:
     guess = digits[:KEY_DIGITS].ljust(KEY_DIGITS, "_")
     return {
         "exact_match": float(digits == key),
-        "digit_accuracy": sum(a == b for a, b in zip(guess, key)) / KEY_DIGITS,
+        "digit_accuracy": sum(a == b for a, b in zip(guess, key, strict=True)) / KEY_DIGITS,
     }
 
 
@@ -138,6 +138,7 @@ class PasskeyTask(Task):
     def evaluate(self, lm, lengths: list[int], n: int, seed: int) -> list[CellResult]:
         tok, results = self.tokenizer, []
         for length in lengths:
+            state_bytes = lm.state_bytes_after(length)
             for depth in self.options.depths:
                 rng = eval_rng(seed, self.name, length, depth)
                 samples = [self.builder.build(length, depth, random_key(rng)) for _ in range(n)]
@@ -146,7 +147,6 @@ class PasskeyTask(Task):
                 elapsed = time.perf_counter() - started
                 scores = [score(tok.decode(o), s.key) for o, s in zip(outputs, samples, strict=True)]
                 data_hash = content_hash([s.prompt + s.answer for s in samples])
-                state_bytes = lm.state_bytes_after(length)
                 for metric in ("exact_match", "digit_accuracy"):
                     results.append(
                         CellResult(

@@ -119,7 +119,7 @@ def test_each_row_sees_exactly_min_t_plus_1_window_keys(window):
     k = torch.randn(1, 1, t, t, dtype=torch.float64)
     v = torch.eye(t, dtype=torch.float64)[None, None]
     state = mechanisms.get("sliding_window")(t, 1, window=window).double().init_state(1, "cpu", torch.float64)
-    state.k, state.v = torch.zeros(1, 1, window, t, dtype=torch.float64), torch.zeros(1, 1, window, t, dtype=torch.float64)
+    state.k = state.v = torch.zeros(1, 1, window, t, dtype=torch.float64)
     y, _ = windowed_attention(q, None, k, v, state, torch.arange(t), window, 0)
     visible = y[0, 0] > 0
     for i in range(t):

@@ -1,0 +1,86 @@
+"""Backbone streaming through the LongContextLM protocol, passkey construction and scoring, tokenizer caching."""
+
+import random
+
+import pytest
+import torch
+
+from bench.lm import StreamingLM
+from bench.model import Backbone, BackboneSpec
+from bench.tokenizer import BPETokenizer, ByteTokenizer
+from tasks.copy import CopyOptions, CopyTask
+from tasks.passkey import PasskeyBuilder, PasskeyTask, random_key, score
+
+
+def tiny_lm(mechanism="full", chunk=512, **opts):
+    torch.manual_seed(0)
+    tok = ByteTokenizer()
+    model = Backbone(BackboneSpec(tok.vocab_size, 32, 2, 2, 64), mechanism, opts)
+    return StreamingLM(model, tok, chunk)
+
+
+@pytest.mark.parametrize("mechanism,opts", [("full", {}), ("sliding_window", {"window": 8, "sinks": 2})])
+def test_rolling_nll_and_generation_do_not_depend_on_chunk_size(mechanism, opts):
+    tokens = list(b"The pass key is 12345. Remember it. The grass is green.")
+    ref = tiny_lm(mechanism, 512, **opts)
+    small = tiny_lm(mechanism, 7, **opts)
+    torch.testing.assert_close(small.rolling_nll(tokens), ref.rolling_nll(tokens), atol=1e-5, rtol=0)
+    assert small.generate(tokens, 6) == ref.generate(tokens, 6)
+    assert ref.generate_batch([tokens, tokens[::-1]], 4) == [ref.generate(tokens, 4), ref.generate(tokens[::-1], 4)]
+
+
+def test_loglikelihood_agrees_with_rolling_nll():
+    lm = tiny_lm()
+    ctx, cont = list(b"abc def"), list(b" ghi")
+    ll, _ = lm.loglikelihood(ctx, cont)
+    assert ll == pytest.approx(-float(lm.rolling_nll(ctx + cont)[len(ctx):].sum()), abs=1e-5)
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_passkey_samples_have_exact_length_and_needle_at_depth(depth):
+    builder = PasskeyBuilder(ByteTokenizer())
+    for length in (300, 1000):
+        s = builder.build(length, depth, "40213")
+        assert len(s.prompt) == length
+        text = bytes(s.prompt).decode()
+        assert text.count("40213") == 2 and text.endswith("The pass key is")
+        start, end = s.needle_span
+        assert bytes(s.prompt[start:end]).decode().strip().startswith("The pass key is 40213")
+        filler = length - len(builder.instruction) - len(builder.question) - (end - start)
+        assert abs((start - len(builder.instruction)) - depth * filler) <= len(builder.filler_unit) // 2
+
+
+def test_passkey_rejects_lengths_below_its_fixed_text():
+    builder = PasskeyBuilder(ByteTokenizer())
+    with pytest.raises(ValueError, match="shorter"):
+        builder.build(builder.min_length() - 1, 0.5, "12345")
+
+
+def test_passkey_scoring():
+    assert score(" 12345.", "12345") == {"exact_match": 1.0, "digit_accuracy": 1.0}
+    assert score(" 12945", "12345") == {"exact_match": 0.0, "digit_accuracy": 0.8}
+    assert score(" 123456", "12345")["exact_match"] == 0.0
+    assert score("no", "12345") == {"exact_match": 0.0, "digit_accuracy": 0.0}
+
+
+def test_training_samples_have_the_requested_length_and_disjoint_seeds():
+    tok = ByteTokenizer()
+    for task in (PasskeyTask(PasskeyTask.Options(name="passkey"), tok), CopyTask(CopyOptions(name="copy"), tok)):
+        tokens, weights = task.training_sample(random.Random(0), 300)
+        assert len(tokens) == 301 and len(weights) == 300
+    from mechanisms.base import ConfigError
+    from tasks.base import EVAL_SEED_OFFSET, train_rng
+    with pytest.raises(ConfigError):
+        train_rng(EVAL_SEED_OFFSET)
+
+
+def test_bpe_tokenizer_is_cached_and_splits_digits(tmp_path):
+    texts = PasskeyTask.tokenizer_texts()
+    a = BPETokenizer.cached(texts, 400, tmp_path)
+    b = BPETokenizer.cached(texts, 400, tmp_path)
+    assert a.fingerprint == b.fingerprint and len(list((tmp_path / "tokenizers").iterdir())) == 1
+    ids = a.encode(" The pass key is 40213.")
+    assert a.decode(ids) == " The pass key is 40213."
+    assert [a.decode([i]) for i in ids][-6:-1] == list("40213")
+    key = random_key(random.Random(1))
+    assert len(a.encode(key)) == 5
