@@ -47,7 +47,9 @@ def run(cfg: DictConfig) -> Path | None:
     config_hash = content_hash(cell_identity(cfg))
     mechanism = cfg.mechanism.name
     if config_hash in records.finished_config_hashes(path):
-        log.info("%s / %s: already recorded in %s (config %s), skipping", mechanism, cfg.task.name, path, config_hash)
+        log.info("%s / %s: already recorded in %s (config %s), skipping; delete that file to recompute",
+                 mechanism, cfg.task.name, path, config_hash)
+        summary.write_summary(path)
         return path
 
     tokenizer = make_tokenizer(cfg)
