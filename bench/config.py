@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -26,7 +27,7 @@ class ModelConfig:
     n_layers: int = 4
     n_heads: int = 4
     mlp_hidden: int = 384
-    tokenizer: str = "byte"  # byte | bpe (trained on the training mixture's text, cached)
+    tokenizer: str = "bpe"  # bpe (trained on the tasks' text, cached) | byte
     bpe_vocab_size: int = 512
 
 
@@ -114,6 +115,8 @@ def validate(cfg: DictConfig) -> None:
     if any(n <= 0 for n in e.lengths):
         raise ConfigError(f"eval.lengths must be positive token counts, got {list(e.lengths)}")
     _positive(e, "eval", "n", "chunk_size")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} but this machine has no CUDA device (use device=cpu)")
     if cfg.logger.name != "none":
         raise ConfigError(f"logger.name={cfg.logger.name!r} is not supported (known: none)")
 

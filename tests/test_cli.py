@@ -39,6 +39,14 @@ def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
     assert len(path.read_text().splitlines()) == len(rows)
 
 
+def test_scratch_protocol_trains_each_mechanism_without_a_base(tmp_path):
+    done = run_cli(tmp_path, "sweep=smoke", "hydra.mode=RUN", "mechanism=sliding_window", "train.init=scratch")
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = done.stdout + done.stderr
+    assert "base (full attention)" not in logs and "sliding_window (scratch)" in logs
+    assert (tmp_path / "results" / "smoke" / "records.jsonl").exists()
+
+
 @pytest.mark.parametrize(
     "override,needle",
     [

@@ -38,7 +38,7 @@ def test_every_task_has_a_yaml_that_validates(name):
 
 def test_default_sweep_preset_sets_the_comparison():
     cfg = make("sweep=default")
-    assert cfg.sweep_name == "default" and cfg.model.tokenizer == "bpe"
+    assert cfg.sweep_name == "default" and cfg.model.tokenizer == "bpe" and cfg.mechanism.name == "full"
     validate(cfg)
 
 
@@ -61,8 +61,18 @@ def test_typed_schema_rejects_unknown_keys_and_wrong_types():
         (["eval.lengths=[]"], "eval.lengths"),
         (["mechanism=sliding_window", "mechanism.sinks=-1"], "mechanism.sinks"),
         (["task.depths=[-0.1]"], "task.depths"),
+        (["train.curriculum_floor=0"], "train.curriculum_floor"),
     ],
 )
 def test_impossible_values_name_their_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(make(*overrides))
+
+
+def test_cuda_device_without_cuda_is_a_config_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="device=cuda"):
+        validate(make("device=cuda"))
