@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 import tasks
 from bench.hashing import content_hash
 from bench.model import Backbone, BackboneSpec
-from mechanisms.base import ConfigError
+from mechanisms.base import ConfigError, Mechanism
 from tasks.base import Task, train_rng
 
 log = logging.getLogger(__name__)
@@ -90,18 +90,28 @@ def lr_at(step: int, steps: int, peak: float, warmup: int, min_ratio: float) -> 
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def param_groups(model: Backbone, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms, embeddings-as-biases and anything 1-D (gates, scalars)."""
-    decay, no_decay = [], []
+def param_groups(model: Backbone, weight_decay: float, lr: float) -> list[dict[str, Any]]:
+    """Decay matrices only (not norms, embeddings or 1-D scalars); parameters a mechanism asks to move faster
+    (`Mechanism.lr_multipliers`) get their own group with a scaled LR and no decay."""
+    multiplier: dict[str, float] = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, Mechanism):
+            for param_name, mult in module.lr_multipliers().items():
+                multiplier[f"{module_name}.{param_name}"] = mult
+    groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = weight_decay if p.ndim >= 2 and "embed" not in name and name not in multiplier else 0.0
+        groups.setdefault((multiplier.get(name, 1.0), decay), []).append(p)
+    return [
+        {"params": params, "weight_decay": decay, "lr_mult": mult, "lr": lr * mult}
+        for (mult, decay), params in sorted(groups.items())
+    ]
 
 
 def train(model: Backbone, mixture: Mixture, cfg: Any, steps: int, lr: float, desc: str) -> list[float]:
     """Run `steps` optimizer steps in place; returns the loss curve. Raises TrainingDiverged on NaN/inf."""
     device = model.embed.weight.device
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, lr), lr=lr, betas=(0.9, 0.95))
     min_len = max(t.min_length() for t in mixture.tasks.values()) + 8
     if cfg.train_length < min_len:
         raise ConfigError(f"train.train_length={cfg.train_length} is shorter than the tasks need ({min_len})")
@@ -115,7 +125,7 @@ def train(model: Backbone, mixture: Mixture, cfg: Any, steps: int, lr: float, de
         )
         x, y, w = (t.to(device) for t in mixture.batch(cfg.batch_size, length))
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, cfg.warmup_steps, cfg.min_lr_ratio)
+            group["lr"] = group["lr_mult"] * lr_at(step, steps, lr, cfg.warmup_steps, cfg.min_lr_ratio)
         logits, _ = model(x)
         per_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
         loss = (per_token * w.reshape(-1)).sum() / w.sum()

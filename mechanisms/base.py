@@ -59,6 +59,11 @@ class Mechanism(nn.Module):
         """Introspection numbers (gate mix, attention mass, ...) recorded alongside results."""
         return {}
 
+    def lr_multipliers(self) -> dict[str, float]:
+        """Parameter name (within this module) -> learning-rate multiplier, for parameters that must move faster
+        than the weights around them (e.g. Infini-attention's gates). Such parameters get no weight decay."""
+        return {}
+
 
 def _tensors(obj: Any):
     if isinstance(obj, Tensor):
