@@ -49,11 +49,12 @@ class StreamingLM:
         return F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="none").cpu()
 
     def loglikelihood(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
-        nll = self.rolling_nll([*context, *continuation])[len(context) :]
-        ids = torch.tensor([self.tokenizer.bos_id, *context, *continuation], device=self.device)
-        logits, _, _ = self._stream(ids[None, :-1])
-        greedy = bool((logits[0, len(context) :].argmax(-1) == ids[len(context) + 1 :]).all())
-        return -float(nll.sum()), greedy
+        """Summed log-probability of `continuation` after `context`, and whether greedy decoding produces it."""
+        ids = torch.tensor([[self.tokenizer.bos_id, *context, *continuation]], device=self.device)
+        logits, _, _ = self._stream(ids[:, :-1])
+        cont_logits, targets = logits[0, len(context) :].float(), ids[0, len(context) + 1 :]
+        nll = F.cross_entropy(cont_logits, targets, reduction="sum")
+        return -float(nll), bool((cont_logits.argmax(-1) == targets).all())
 
     @torch.no_grad()
     def state_bytes_after(self, n_tokens: int) -> int:

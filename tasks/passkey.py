@@ -129,7 +129,7 @@ class PasskeyTask(Task):
         return self.builder.min_length()
 
     def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
-        """Prompt + answer + <eos>, cut to `length` + 1 tokens from the right; every token is a target."""
+        """Prompt + answer + <eos>, built to exactly `length` + 1 tokens at a random depth; every token is a target."""
         answer_len = len(self.tokenizer.encode(ANSWER.format(key="0" * KEY_DIGITS))) + 1
         sample = self.builder.build(length + 1 - answer_len, rng.random(), random_key(rng))
         tokens = sample.prompt + sample.answer + [self.tokenizer.eos_id]
