@@ -7,7 +7,6 @@ key or a wrong type at compose time; `validate` rejects values that type-check b
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,8 +125,3 @@ def _positive(node: Any, prefix: str, *keys: str) -> None:
         if node[k] <= 0:
             raise ConfigError(f"{prefix}.{k} must be > 0, got {node[k]}")
 
-
-def as_dict(node: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(node):
-        return dataclasses.asdict(node)
-    return OmegaConf.to_container(node, resolve=True)
