@@ -20,6 +20,7 @@ from bench.model import BackboneSpec
 from bench.tokenizer import BPETokenizer, ByteTokenizer
 from bench.train import trained_model
 from mechanisms.base import ConfigError
+from tasks.base import CellResult
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,16 @@ def cell_identity(cfg: DictConfig) -> dict[str, Any]:
     """What determines a cell's results; its hash keys the cell (timing/location fields excluded)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     return {k: c[k] for k in ("mechanism", "task", "model", "train", "eval")}
+
+
+def introspection(stats: dict[str, float]) -> list[CellResult]:
+    """The mechanisms' `stats()` (gate mix, FAM attention share, ...) taken after evaluation, as records: one per
+    layer and statistic, `subtask` naming the layer, no context length or depth (they describe the whole run)."""
+    rows = []
+    for key, value in stats.items():
+        layer, metric = key.split(".", 1)
+        rows.append(CellResult(context_length=None, metric=metric, value=value, n=1, subtask=layer))
+    return rows
 
 
 def run(cfg: DictConfig) -> Path | None:
@@ -70,6 +81,7 @@ def run(cfg: DictConfig) -> Path | None:
     started = time.perf_counter()
     results = task.evaluate(lm, list(cfg.eval.lengths), cfg.eval.n, cfg.eval.seed)
     eval_s = time.perf_counter() - started
+    results += introspection(model.stats())
     log.info("%s / %s: model ready in %.0fs, evaluated in %.0fs", mechanism, cfg.task.name, train_s, eval_s)
 
     run_id, sha, created = uuid.uuid4().hex[:12], records.git_sha(), records.now()

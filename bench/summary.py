@@ -1,5 +1,6 @@
-"""The sweep's summary table: mechanism x context length per task and metric (mean over depths and samples),
-derived only from records.jsonl. Richer reports build on the same records."""
+"""The sweep's summary tables, derived only from records.jsonl: mechanism x context length per task and metric
+(mean over depths and samples), accuracy by needle depth, and the mechanisms' introspection statistics.
+Richer reports build on the same records."""
 
 from __future__ import annotations
 
@@ -10,21 +11,55 @@ import pandas as pd
 
 from bench.records import read_records
 
+DEPTH_METRIC = "exact_match"  # the metric broken down by depth
+
+
+def _weighted_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    df = df.assign(weighted=df["value"] * df["n"])
+    grouped = df.groupby(keys)[["weighted", "n"]].sum()
+    return grouped["weighted"] / grouped["n"]
+
+
+def cells(records: list[dict]) -> pd.DataFrame:
+    """Evaluation cells only (records with a context length), lengths as ints."""
+    df = pd.DataFrame(records)
+    df = df[df["context_length"].notna()]
+    return df.astype({"context_length": int})
+
 
 def summary_table(records: list[dict]) -> pd.DataFrame:
+    means = _weighted_mean(cells(records), ["task", "metric", "mechanism", "context_length"])
+    return means.unstack("context_length")
+
+
+def depth_table(records: list[dict]) -> pd.DataFrame:
+    """(task, context_length, mechanism) x depth: depth 0 puts the needle right after the instruction (earliest
+    segment/block), depth 1 right before the question (the latest)."""
+    df = cells(records)
+    df = df[df["depth"].notna() & (df["metric"] == DEPTH_METRIC)]
+    return _weighted_mean(df, ["task", "context_length", "mechanism", "depth"]).unstack("depth")
+
+
+def introspection_table(records: list[dict]) -> pd.DataFrame:
+    """(mechanism, task, layer) x statistic, from the records without a context length."""
     df = pd.DataFrame(records)
-    df["weighted"] = df["value"] * df["n"]
-    grouped = df.groupby(["task", "metric", "mechanism", "context_length"])[["weighted", "n"]].sum()
-    grouped["value"] = grouped["weighted"] / grouped["n"]
-    return grouped["value"].unstack("context_length")
+    df = df[df["context_length"].isna()]
+    return df.pivot_table(index=["mechanism", "task", "subtask"], columns="metric", values="value", aggfunc="mean")
 
 
 def to_markdown(records: list[dict]) -> str:
-    table = summary_table(records)
     parts = ["# Summary\n", "Mean over depths and samples; columns are context lengths in tokens.\n"]
-    for (task, metric), block in table.groupby(level=["task", "metric"]):
+    for (task, metric), block in summary_table(records).groupby(level=["task", "metric"]):
         block = block.droplevel(["task", "metric"])
         parts.append(f"\n## {task} — {metric}\n\n{block.to_markdown(floatfmt='.3f')}\n")
+    by_depth = depth_table(records)
+    for (task, length), block in by_depth.groupby(level=["task", "context_length"]):
+        block = block.droplevel(["task", "context_length"]).dropna(axis=1, how="all")
+        parts.append(f"\n## {task} — {DEPTH_METRIC} by needle depth at {length} tokens\n\n"
+                     f"{block.to_markdown(floatfmt='.2f')}\n")
+    stats = introspection_table(records)
+    if not stats.empty:
+        parts.append(f"\n## Mechanism statistics after evaluation (per layer)\n\n{stats.to_markdown(floatfmt='.3f')}\n")
     return "".join(parts)
 
 

@@ -25,7 +25,7 @@ class TaskOptions:
 class CellResult:
     """One metric of one evaluation cell; bench.records adds the run's provenance."""
 
-    context_length: int
+    context_length: int | None  # None: describes the run, not one context length (e.g. mechanism stats)
     metric: str
     value: float
     n: int
