@@ -7,6 +7,7 @@ key or a wrong type at compose time; `validate` rejects values that type-check b
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 import mechanisms
 import tasks
 from mechanisms.base import ConfigError
+
+log = logging.getLogger(__name__)
+
+MIN_UNITS_PER_SEQUENCE = 8  # segments/blocks per training sequence for memory to learn (DESIGN.md, recipes)
 
 
 @dataclass
@@ -88,7 +93,10 @@ def register_configs() -> None:
 def validate(cfg: DictConfig) -> None:
     """Values that type-check but cannot work raise ConfigError naming the key."""
     mech = dict(OmegaConf.to_container(cfg.mechanism, resolve=True))
-    mechanisms.options(mech.pop("name"), **mech)
+    unit = mechanisms.options(mech.pop("name"), **mech).memory_unit()
+    if unit and cfg.train.train_length < MIN_UNITS_PER_SEQUENCE * unit:
+        log.warning("train.train_length=%d holds %d segments/blocks of %d tokens; the memory recipe wants >= %d",
+                    cfg.train.train_length, cfg.train.train_length // unit, unit, MIN_UNITS_PER_SEQUENCE)
     task = tasks.get(cfg.task.name)
     task.Options(**OmegaConf.to_container(cfg.task, resolve=True)).validate()
     m, t, e = cfg.model, cfg.train, cfg.eval

@@ -53,11 +53,15 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.mixer = RMSNorm(spec.d_model, spec.norm_eps), mixer
         self.norm2, self.mlp = RMSNorm(spec.d_model, spec.norm_eps), SwiGLU(spec.d_model, spec.mlp_hidden)
+        mixer.bind_block(self.norm1, self.feed_forward)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        return self.mlp(self.norm2(x))
 
     def forward(self, x: Tensor, state: Any, positions: Tensor) -> tuple[Tensor, Any]:
         mixed, state = self.mixer(self.norm1(x), state, positions)
         x = x + mixed
-        return x + self.mlp(self.norm2(x)), state
+        return x + self.feed_forward(x), state
 
 
 class Backbone(nn.Module):

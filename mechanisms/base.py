@@ -8,6 +8,7 @@ central invariant is that the chunking never changes the outputs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +29,11 @@ class MechanismOptions:
 
     def validate(self) -> None:
         """Raise ConfigError naming the key when the options cannot work."""
+
+    def memory_unit(self) -> int | None:
+        """Tokens per segment/block that the memory carries across (None: no such unit). Memory only learns to
+        cross boundaries it sees in training: the recipe wants >= 8 units per training sequence (DESIGN.md)."""
+        return None
 
 
 class Mechanism(nn.Module):
@@ -58,6 +64,11 @@ class Mechanism(nn.Module):
     def stats(self) -> dict[str, float]:
         """Introspection numbers (gate mix, attention mass, ...) recorded alongside results."""
         return {}
+
+    def bind_block(self, pre_norm: Callable[[Tensor], Tensor], feed_forward: Callable[[Tensor], Tensor]) -> None:
+        """The backbone hands every mechanism its block's pre-attention norm and its feed-forward (norm included).
+        Only mechanisms whose state lives in the residual stream use them (TransformerFAM updates its memory with
+        the block's own FF); the rest ignore them."""
 
     def lr_multipliers(self) -> dict[str, float]:
         """Parameter name (within this module) -> learning-rate multiplier, for parameters that must move faster

@@ -59,6 +59,9 @@ class InfiniOptions(MechanismOptions):
         if self.gate_lr_mult <= 0:
             raise ConfigError(f"mechanism.gate_lr_mult must be > 0, got {self.gate_lr_mult}")
 
+    def memory_unit(self) -> int:
+        return self.segment
+
 
 def sigma(x: Tensor) -> Tensor:
     return F.elu(x) + 1.0

@@ -24,12 +24,15 @@ def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     path = tmp_path / "results" / "smoke" / "records.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert {r["mechanism"] for r in rows} == {"full", "sliding_window"}
-    for r in rows:
-        assert tuple(r) == FIELDS
-        assert r["state_bytes"] > 0 and r["tokens_per_s"] > 0 and 0 <= r["value"] <= 1
-        assert r["sweep"] == "smoke" and r["task"] == "passkey" and r["depth"] is not None
-    assert {r["context_length"] for r in rows} == {80, 96}
+    assert {r["mechanism"] for r in rows} == {"full", "sliding_window", "infini", "bswa", "fam"}
+    assert all(tuple(r) == FIELDS and r["sweep"] == "smoke" and r["task"] == "passkey" for r in rows)
+    cells = [r for r in rows if r["context_length"] is not None]
+    for r in cells:
+        assert r["state_bytes"] > 0 and r["tokens_per_s"] > 0 and 0 <= r["value"] <= 1 and r["depth"] is not None
+    assert {r["context_length"] for r in cells} == {80, 96}
+    stats = {(r["mechanism"], r["subtask"], r["metric"]) for r in rows if r["context_length"] is None}
+    assert stats == {(m, f"layer{i}", metric) for i in (0, 1) for m, metric in [
+        ("infini", "gate_memory_weight"), ("infini", "gate_memory_weight_std"), ("fam", "fam_attention_share")]}
     summary_md = (tmp_path / "results" / "smoke" / "summary.md").read_text()
     assert "## passkey — exact_match by needle depth at 96 tokens" in summary_md
     assert summary_md.count("| sliding_window |") == 4  # two metric tables + two depth tables

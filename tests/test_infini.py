@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from streaming import stream
 
 import mechanisms
 from mechanisms.full import merge_heads, split_heads
@@ -21,14 +22,6 @@ def make(update="linear", gate=0.3, segment=N, dtype=torch.float64, seed=0):
         m.gate.fill_(gate)
     return m
 
-
-def stream(m, x, sizes, start=0):
-    state, outs, p = m.init_state(x.shape[0], x.device, x.dtype), [], 0
-    for size in sizes:
-        y, state = m(x[:, p : p + size], state, torch.arange(start + p, start + p + size))
-        outs.append(y)
-        p += size
-    return torch.cat(outs, dim=1), state
 
 
 def reference(m, x, update):

@@ -7,8 +7,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from streaming import stream
 
 import mechanisms
+from bench.model import RMSNorm, SwiGLU
 from mechanisms.base import ConfigError
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.rope import apply_rope
@@ -20,22 +22,23 @@ CASES = [
     ("sliding_window", {"window": 7}),
     ("sliding_window", {"window": 1}),
     ("sliding_window", {"window": 5, "sinks": 3}),
+    ("infini", {"segment": 6}),
+    ("infini", {"segment": 5, "update": "delta"}),
+    ("bswa", {"block": 6, "mem_blocks": 1}),
+    ("fam", {"block": 6, "mem_blocks": 1, "fam_tokens": 2}),
+    ("fam", {"block": 4, "mem_blocks": 0, "fam_tokens": 4}),
 ]
 
 
 def make(name, opts, dtype=torch.float32, seed=0):
+    """The mechanism, bound to a random block norm and feed-forward as the backbone would (FAM uses them)."""
     torch.manual_seed(seed)
-    return mechanisms.build(name, D, H, **opts).to(dtype)
+    m = mechanisms.build(name, D, H, **opts).to(dtype)
+    m.block_parts = torch.nn.ModuleList([RMSNorm(D, 1e-6), RMSNorm(D, 1e-6), SwiGLU(D, 48)]).to(dtype)
+    norm1, norm2, mlp = m.block_parts
+    m.bind_block(norm1, lambda a: mlp(norm2(a)))
+    return m
 
-
-def stream(m, x, sizes):
-    state, outs, p = m.init_state(x.shape[0], x.device, x.dtype), [], 0
-    for size in sizes:
-        y, state = m(x[:, p : p + size], state, torch.arange(p, p + size))
-        outs.append(y)
-        p += size
-    assert p == x.shape[1]
-    return torch.cat(outs, dim=1), state
 
 
 @pytest.mark.parametrize("name,opts", CASES)
