@@ -20,9 +20,23 @@ def _weighted_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
     return grouped["weighted"] / grouped["n"]
 
 
+def labelled(records: list[dict]) -> pd.DataFrame:
+    """Records as a frame whose `mechanism` column also names the options that vary between runs of the same
+    mechanism (e.g. `infini(update=delta)`), so that variants are never averaged together."""
+    df = pd.DataFrame(records)
+    labels = df["mechanism"].copy()
+    for mech, group in df.groupby("mechanism"):
+        options = pd.DataFrame(list(group["options"]), index=group.index)
+        varying = [c for c in options.columns if options[c].astype(str).nunique() > 1]
+        if varying:
+            labels[group.index] = [f"{mech}({', '.join(f'{c}={row[c]}' for c in varying)})"
+                                   for _, row in options.iterrows()]
+    return df.assign(mechanism=labels)
+
+
 def cells(records: list[dict]) -> pd.DataFrame:
     """Evaluation cells only (records with a context length), lengths as ints."""
-    df = pd.DataFrame(records)
+    df = labelled(records)
     df = df[df["context_length"].notna()]
     return df.astype({"context_length": int})
 
@@ -42,7 +56,7 @@ def depth_table(records: list[dict]) -> pd.DataFrame:
 
 def introspection_table(records: list[dict]) -> pd.DataFrame:
     """(mechanism, task, layer) x statistic, from the records without a context length."""
-    df = pd.DataFrame(records)
+    df = labelled(records)
     df = df[df["context_length"].isna()]
     return df.pivot_table(index=["mechanism", "task", "subtask"], columns="metric", values="value", aggfunc="mean")
 
