@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup bench test test-all report lint clean
+.PHONY: help setup bench test test-all report browser lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,7 @@ setup: $(STAMP)  ## create .venv and install (skipped when up to date)
 
 bench: setup  ## run the default sweep (trains, evaluates, writes results/default/)
 	$(PY) -m bench -m sweep=default
+	$(PY) -m bench.report default
 
 test: setup  ## fast tests (what CI runs)
 	$(PY) -m pytest -m "not slow" -q
@@ -29,8 +30,14 @@ test: setup  ## fast tests (what CI runs)
 test-all: setup  ## every test, slow ones included
 	$(PY) -m pytest -q
 
-report: setup  ## rewrite results/<SWEEP>/summary.md from its records (SWEEP=default)
+report: setup  ## rebuild results/<SWEEP>/summary.md and report/ (tables, plots, index.html) from records
 	$(PY) -m bench.summary $(or $(SWEEP),default)
+	$(PY) -m bench.report $(or $(SWEEP),default)
+
+browser:  ## install Debian's chromium for the dashboard's headless-browser test (needs root; best effort)
+	command -v chromium >/dev/null || (apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	  || echo "chromium not installed: the browser test will be skipped"
 
 lint: setup  ## ruff
 	$(PY) -m ruff check bench mechanisms tasks tests

@@ -56,7 +56,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    lengths: list[int] = field(default_factory=lambda: [128, 256, 512])
+    lengths: list[int] = field(default_factory=lambda: [120, 248, 504])
     n: int = 20  # samples per cell
     chunk_size: int = 512  # tokens per forward call while streaming
     seed: int = 0
@@ -64,7 +64,11 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"
+    name: str = "none"  # none | wandb
+    project: str = "memorybench"
+    entity: str | None = None
+    mode: str = "offline"  # wandb mode when WANDB_MODE is unset: offline | online | disabled
+    dir: str = "outputs"  # where wandb writes its run folders
 
 
 @dataclass
@@ -124,8 +128,10 @@ def validate(cfg: DictConfig) -> None:
     _positive(e, "eval", "n", "chunk_size")
     if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device} but this machine has no CUDA device (use device=cpu)")
-    if cfg.logger.name != "none":
-        raise ConfigError(f"logger.name={cfg.logger.name!r} is not supported (known: none)")
+    if cfg.logger.name not in ("none", "wandb"):
+        raise ConfigError(f"logger.name={cfg.logger.name!r} is not supported (known: none, wandb)")
+    if cfg.logger.mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"logger.mode must be offline, online or disabled, got {cfg.logger.mode!r}")
 
 
 def _positive(node: Any, prefix: str, *keys: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import tasks
-from bench import records, summary
+from bench import records, summary, wandb_log
 from bench.config import validate
 from bench.hashing import content_hash
 from bench.lm import StreamingLM
@@ -100,5 +100,7 @@ def run(cfg: DictConfig) -> Path | None:
     ]
     records.append_records(path, rows)
     log.info("%s / %s: %d records -> %s (checkpoint %s)", mechanism, cfg.task.name, len(rows), path, checkpoint)
+    if cfg.logger.name == "wandb":
+        wandb_log.log_job(cfg, rows, cell_identity(cfg), config_hash)
     summary.write_summary(path)
     return path

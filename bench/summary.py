@@ -21,8 +21,9 @@ def _weighted_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
 
 
 def labelled(records: list[dict]) -> pd.DataFrame:
-    """Records as a frame whose `mechanism` column also names the options that vary between runs of the same
-    mechanism (e.g. `infini(update=delta)`), so that variants are never averaged together."""
+    """Records as a frame whose `mechanism` column tells apart runs that must never be averaged together: it adds
+    the options that vary between runs of one mechanism (`infini(update=delta)`), then, where one label still
+    covers several configurations of a task, the sweep (`[infini_recipes]`) or else the config hash."""
     df = pd.DataFrame(records)
     labels = df["mechanism"].copy()
     for mech, group in df.groupby("mechanism"):
@@ -31,7 +32,13 @@ def labelled(records: list[dict]) -> pd.DataFrame:
         if varying:
             labels[group.index] = [f"{mech}({', '.join(f'{c}={row[c]}' for c in varying)})"
                                    for _, row in options.iterrows()]
-    return df.assign(mechanism=labels)
+    df = df.assign(mechanism=labels)
+    for _, group in df.groupby(["mechanism", "task"]):
+        if group["config_hash"].nunique() > 1:
+            tag = group["sweep"] if group[["sweep", "config_hash"]].drop_duplicates()["sweep"].is_unique else (
+                group["config_hash"].str[:8])
+            df.loc[group.index, "mechanism"] = group["mechanism"] + " [" + tag + "]"
+    return df
 
 
 def cells(records: list[dict]) -> pd.DataFrame:
@@ -73,7 +80,7 @@ def to_markdown(records: list[dict]) -> str:
                      f"{block.to_markdown(floatfmt='.2f')}\n")
     stats = introspection_table(records)
     if not stats.empty:
-        parts.append(f"\n## Mechanism statistics after evaluation (per layer)\n\n{stats.to_markdown(floatfmt='.3f')}\n")
+        parts.append(f"\n## Mechanism statistics after evaluation (per layer)\n\n{stats.to_markdown(floatfmt='.3f', missingval='')}\n")
     return "".join(parts)
 
 

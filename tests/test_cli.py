@@ -70,3 +70,13 @@ def test_bad_input_fails_in_one_clear_line(tmp_path, override, needle):
     assert "Traceback" not in done.stderr
     assert needle in done.stderr.strip().splitlines()[0] or needle in done.stderr.splitlines()[1]
     assert not (tmp_path / "results").exists()
+
+
+def test_wandb_logger_writes_an_offline_run_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    done = run_cli(tmp_path, "sweep=smoke", "hydra.mode=RUN", "mechanism=infini", "logger=wandb",
+                   f"logger.dir={tmp_path / 'wb'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    assert any(runs[0].rglob("*.png"))  # the job's figures went with it

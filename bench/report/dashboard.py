@@ -1,0 +1,67 @@
+"""The dashboard: one self-contained static index.html (jinja2) with the sanity gates, sortable tables, the
+figures (relative paths next to it) and a provenance footer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from importlib import metadata
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from bench.report import plots
+from bench.report.sanity import Gate
+from bench.report.tables import wide
+
+PACKAGES = ("torch", "pandas", "numpy", "matplotlib", "hydra-core", "jinja2")
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    table = table.copy()
+    table.index = [html.escape(str(i)) for i in table.index]
+    return table.reset_index(names=table.index.name or "mechanism").to_html(
+        index=False, escape=False, classes="sortable", border=0)
+
+
+def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], gates: list[Gate],
+           figures: list[Path], out: Path, title: str, sources: list[str]) -> Path:
+    tables = [
+        {"title": f"{task} — {metric}", "html": _html_table(wide(est, task, metric, ("<b>", "</b>")))}
+        for task, metric in est[["task", "metric"]].drop_duplicates().itertuples(index=False)
+    ]
+    for name, frame in extra.items():
+        if not frame.empty:
+            tables.append({"title": name, "html": frame.to_html(index=False, classes="sortable", border=0,
+                                                                 float_format=lambda x: f"{x:.3f}")})
+    created = sorted(df["created_at"].dropna())
+    env = jinja2.Environment(loader=jinja2.PackageLoader("bench.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]))
+    page = env.get_template("index.html.j2").render(
+        title=title, sources=sources, gates=gates, tables=[{**t, "html": jinja2.utils.markupsafe.Markup(t["html"])}
+                                                            for t in tables],
+        mechanisms=[{"label": m, "colour": _hex(plots.colour(m))} for m in sorted(df["mechanism"].unique())],
+        figures=[str(f.relative_to(out)) for f in figures if f.suffix == ".png"],
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        shas=sorted(df["git_sha"].dropna().unique()), configs=sorted(df["config_hash"].unique()),
+        n_configs=df["config_hash"].nunique(), n_records=len(df),
+        created_range=f"{created[0]} – {created[-1]}" if created else "?",
+        packages=[(p, _version(p)) for p in PACKAGES],
+    )
+    path = out / "index.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
+
+
+def _hex(rgb) -> str:
+    return "#" + "".join(f"{round(c * 255):02x}" for c in rgb[:3])

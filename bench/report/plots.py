@@ -1,0 +1,170 @@
+"""Report figures (matplotlib, PNG + SVG), one colour per mechanism in every figure: accuracy vs context length,
+needle depth x length heatmaps, perplexity by position, quality vs carried state (Pareto), and efficiency."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.report.tables import higher_is_better  # noqa: E402
+
+CANONICAL = ["full", "sliding_window", "infini", "bswa", "fam", "rag"]
+PALETTE = plt.get_cmap("tab10").colors
+LINESTYLES = ["-", "--", "-.", ":"]
+SPAN_OPTIONS = ("window", "segment", "block")  # options that set a mechanism's local span, marked on length axes
+DEPTH_METRIC = "exact_match"
+
+
+def base_name(label: str) -> str:
+    return label.split("(", 1)[0]
+
+
+def colour(label: str):
+    """Fixed colour per mechanism family (variants share it and differ by line style)."""
+    name = base_name(label)
+    index = CANONICAL.index(name) if name in CANONICAL else len(CANONICAL) + zlib.crc32(name.encode()) % 4
+    return PALETTE[index % len(PALETTE)]
+
+
+def style(label: str, labels: list[str]) -> str:
+    variants = sorted(lab for lab in labels if base_name(lab) == base_name(label))
+    return LINESTYLES[variants.index(label) % len(LINESTYLES)]
+
+
+def save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def _span_marks(ax, df: pd.DataFrame, labels: list[str]) -> None:
+    for length in sorted(df["train_length"].dropna().unique()):
+        ax.axvline(length, color="grey", linestyle="--", linewidth=1)
+        ax.annotate("train length", (length, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="grey",
+                    rotation=90, va="top", ha="right")
+    for label in labels:
+        options = df[df["mechanism"] == label]["options"].iloc[0] or {}
+        for key in SPAN_OPTIONS:
+            if key in options:
+                ax.axvline(options[key], color=colour(label), linestyle=":", linewidth=1)
+
+
+def accuracy_vs_length(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Path]:
+    paths = []
+    for (task, metric), sub in est.groupby(["task", "metric"]):
+        if not higher_is_better(metric) or sub["mean"].max() > 1:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        labels = sorted(sub["mechanism"].unique())
+        for label in labels:
+            s = sub[sub["mechanism"] == label].sort_values("context_length")
+            ax.plot(s["context_length"], s["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
+                    label=label)
+            ax.fill_between(s["context_length"], s["low"], s["high"], color=colour(label), alpha=0.15)
+        _span_marks(ax, df[df["task"] == task], labels)
+        ax.set(xscale="log", xlabel="context length (tokens)", ylabel=metric, ylim=(-0.03, 1.03),
+               title=f"{task}: {metric} (95% CI)")
+        lengths = sorted(sub["context_length"].unique())
+        ax.set_xticks(lengths, [str(x) for x in lengths])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(fontsize=7)
+        paths += save(fig, out, f"accuracy_vs_length_{task}_{metric}")
+    return paths
+
+
+def depth_heatmaps(df: pd.DataFrame, out: Path) -> list[Path]:
+    """NIAH-style grid per mechanism: needle depth (rows) x context length (columns)."""
+    paths = []
+    cells = df[df["depth"].notna() & (df["metric"] == DEPTH_METRIC)]
+    for task, sub in cells.groupby("task"):
+        labels = sorted(sub["mechanism"].unique())
+        fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels) + 1, 3), squeeze=False,
+                                 layout="constrained")
+        for ax, label in zip(axes[0], labels, strict=True):
+            s = sub[sub["mechanism"] == label].assign(w=lambda d: d["value"] * d["n"])
+            grid = s.groupby(["depth", "context_length"])[["w", "n"]].sum()
+            grid = (grid["w"] / grid["n"]).unstack("context_length")
+            image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
+            ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], fontsize=7)
+            ax.set_yticks(range(grid.shape[0]), [f"{d:g}" for d in grid.index], fontsize=7)
+            ax.set_title(label, fontsize=8, color=colour(label))
+            ax.set_xlabel("context length", fontsize=7)
+        axes[0][0].set_ylabel("needle depth", fontsize=7)
+        fig.colorbar(image, ax=axes[0].tolist(), label=DEPTH_METRIC, shrink=0.8)
+        fig.suptitle(f"{task}: {DEPTH_METRIC} by needle depth", fontsize=9)
+        paths += save(fig, out, f"depth_heatmap_{task}")
+    return paths
+
+
+def perplexity_by_position(est: pd.DataFrame, out: Path) -> list[Path]:
+    sub = est[est["metric"] == "ppl"]
+    paths = []
+    for task, s in sub.groupby("task"):
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        labels = sorted(s["mechanism"].unique())
+        for label in labels:
+            m = s[s["mechanism"] == label].sort_values("context_length")
+            ax.plot(m["context_length"], m["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
+                    label=label)
+        ax.set(xscale="log", yscale="log", xlabel="position bucket end (tokens)", ylabel="perplexity",
+               title=f"{task}: perplexity by position")
+        ax.legend(fontsize=7)
+        paths += save(fig, out, f"perplexity_by_position_{task}")
+    return paths
+
+
+def quality_vs_state(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Path]:
+    """Pareto view: each mechanism's score against the bytes it carries, one point per context length."""
+    state = df.groupby(["task", "mechanism", "context_length"])["state_bytes"].max()
+    paths = []
+    for (task, metric), sub in est.groupby(["task", "metric"]):
+        sub = sub.join(state, on=["task", "mechanism", "context_length"]).dropna(subset=["state_bytes"])
+        if sub.empty or metric != DEPTH_METRIC:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        labels = sorted(sub["mechanism"].unique())
+        for label in labels:
+            s = sub[sub["mechanism"] == label].sort_values("context_length")
+            ax.plot(s["state_bytes"], s["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
+                    label=label)
+            for x, y, length in s[["state_bytes", "mean", "context_length"]].itertuples(index=False):
+                ax.annotate(str(length), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set(xscale="log", xlabel="carried state (bytes)", ylabel=metric, title=f"{task}: {metric} vs memory")
+        ax.legend(fontsize=7)
+        paths += save(fig, out, f"quality_vs_state_{task}_{metric}")
+    return paths
+
+
+def efficiency(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Tokens/s and carried state vs context length, log-log."""
+    cells = df.dropna(subset=["tokens_per_s", "state_bytes"])
+    if cells.empty:
+        return []
+    agg = cells.groupby(["mechanism", "context_length"])[["tokens_per_s", "state_bytes"]].median().reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    labels = sorted(agg["mechanism"].unique())
+    for label in labels:
+        s = agg[agg["mechanism"] == label].sort_values("context_length")
+        for ax, column in zip(axes, ("tokens_per_s", "state_bytes"), strict=True):
+            ax.plot(s["context_length"], s[column], marker="o", color=colour(label), linestyle=style(label, labels),
+                    label=label)
+    axes[0].set(xscale="log", yscale="log", xlabel="context length (tokens)", ylabel="tokens/s (evaluation)")
+    axes[1].set(xscale="log", yscale="log", xlabel="context length (tokens)", ylabel="carried state (bytes)")
+    axes[1].legend(fontsize=7)
+    return save(fig, out, "efficiency")
+
+
+def write_plots(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Path]:
+    out = out / "plots"
+    return (accuracy_vs_length(df, est, out) + depth_heatmaps(df, out) + perplexity_by_position(est, out)
+            + quality_vs_state(df, est, out) + efficiency(df, out))

@@ -1,0 +1,118 @@
+"""Comparison tables: mechanism x context length per task and metric as mean with a 95% CI, the best value per
+column marked, paired differences against `full`, and an effective length per mechanism — written as Markdown,
+CSV and LaTeX."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from bench.report.stats import Estimate, estimate, paired_difference
+
+LOWER_IS_BETTER = {"ppl", "bits_per_byte", "nll"}
+REFERENCE = "full"
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def estimates(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, metric, mechanism, context_length) with mean, low, high, n."""
+    rows = []
+    for (task, metric, mech, length), group in df.groupby(["task", "metric", "mechanism", "context_length"]):
+        e = estimate(group)
+        rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
+                     "mean": e.mean, "low": e.low, "high": e.high, "n": e.n})
+    return pd.DataFrame(rows)
+
+
+def paired(df: pd.DataFrame) -> pd.DataFrame:
+    """Every mechanism minus `full` on the cells both scored on the same samples."""
+    rows = []
+    for (task, metric, length), group in df.groupby(["task", "metric", "context_length"]):
+        ref = group[group["mechanism"] == REFERENCE]
+        for mech, cells in group[group["mechanism"] != REFERENCE].groupby("mechanism"):
+            d = paired_difference(cells, ref) if not ref.empty else None
+            if d is not None:
+                rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
+                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": verdict(d, metric)})
+    return pd.DataFrame(rows)
+
+
+def verdict(d: Estimate, metric: str) -> str:
+    """'better' / 'worse' than full when the whole CI is on one side of 0, else 'tie'."""
+    if math.isnan(d.low) or d.contains(0.0):
+        return "tie"
+    return "better" if (d.low > 0) == higher_is_better(metric) else "worse"
+
+
+def effective_length(est: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Per task/metric/mechanism: the longest context length up to which the mean stays >= threshold at every
+    evaluated length (0 when even the shortest fails). Higher-is-better metrics only."""
+    rows = []
+    for (task, metric, mech), group in est.groupby(["task", "metric", "mechanism"]):
+        if not higher_is_better(metric):
+            continue
+        reached = 0
+        for length, mean in group.sort_values("context_length")[["context_length", "mean"]].itertuples(index=False):
+            if mean < threshold:
+                break
+            reached = int(length)
+        rows.append({"task": task, "metric": metric, "mechanism": mech, "effective_length": reached})
+    return pd.DataFrame(rows)
+
+
+def _cell(mean: float, low: float, high: float) -> str:
+    if math.isnan(low):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{low:.2f}, {high:.2f}]"
+
+
+def _latex_escape(text: str) -> str:
+    for ch in "\\&%$#_{}":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def wide(est: pd.DataFrame, task: str, metric: str, bold: tuple[str, str]) -> pd.DataFrame:
+    """mechanism x context_length strings, the best mean per column wrapped in `bold`."""
+    sub = est[(est["task"] == task) & (est["metric"] == metric)]
+    best = sub.groupby("context_length")["mean"].transform("max" if higher_is_better(metric) else "min")
+    text = [
+        (f"{bold[0]}{_cell(m, lo, hi)}{bold[1]}" if m == b else _cell(m, lo, hi))
+        for m, lo, hi, b in zip(sub["mean"], sub["low"], sub["high"], best, strict=True)
+    ]
+    table = sub.assign(text=text).pivot(index="mechanism", columns="context_length", values="text")
+    table.columns = [str(c) for c in table.columns]
+    return table.fillna("–")
+
+
+def write_tables(df: pd.DataFrame, out: Path, threshold: float) -> dict[str, list[Path]]:
+    """All tables under out/tables/; returns {'<task> — <metric>': [md, csv, tex]} plus paired / effective."""
+    out = out / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    est = estimates(df)
+    written: dict[str, list[Path]] = {}
+    for task, metric in est[["task", "metric"]].drop_duplicates().itertuples(index=False):
+        stem = out / f"{task}_{metric}"
+        sub = est[(est["task"] == task) & (est["metric"] == metric)]
+        sub.to_csv(stem.with_suffix(".csv"), index=False)
+        stem.with_suffix(".md").write_text(wide(est, task, metric, ("**", "**")).to_markdown() + "\n")
+        latex = wide(est, task, metric, ("\\textbf{", "}"))
+        latex.index = [_latex_escape(str(i)) for i in latex.index]
+        latex.index.name = "mechanism"
+        stem.with_suffix(".tex").write_text(latex.to_latex(escape=False))
+        written[f"{task} — {metric}"] = [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
+    pairs = paired(df)
+    if not pairs.empty:
+        pairs.to_csv(out / "paired_vs_full.csv", index=False)
+        written["paired vs full"] = [out / "paired_vs_full.csv"]
+    eff = effective_length(est, threshold)
+    if not eff.empty:
+        eff.to_csv(out / "effective_length.csv", index=False)
+        (out / "effective_length.md").write_text(eff.to_markdown(index=False) + "\n")
+        written["effective length"] = [out / "effective_length.md", out / "effective_length.csv"]
+    return written

@@ -1,0 +1,135 @@
+"""The report: CI math on known cases, tables, every figure, the dashboard (and in a real headless browser)."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.records import FIELDS
+from bench.report import build_report, sanity, tables
+from bench.report.stats import estimate, paired_difference
+from bench.summary import cells
+
+LENGTHS, DEPTHS = [128, 256, 512], [0.0, 0.5, 1.0]
+
+
+def record(mechanism, options, length, metric, value, depth=None, n=20, task="passkey", **extra):
+    r = dict.fromkeys(FIELDS)
+    r.update(run_id=mechanism, sweep="synthetic", mechanism=mechanism, options=options, task=task, model="tiny",
+             seed=1, train_length=256, context_length=length, depth=depth, metric=metric, value=value, n=n,
+             state_bytes=1000 * (length if mechanism == "full" else 64), tokens_per_s=1e4 / (1 + length / 1000),
+             config_hash=f"{mechanism}-{task}", data_hash=f"{task}-{length}-{depth}", git_sha="abc",
+             created_at="2026-11-22T00:00:00Z")
+    r.update(extra)
+    return r
+
+
+def synthetic_records():
+    scores = {"full": lambda L, d: 1.0 if L <= 256 else 0.6,
+              "sliding_window": lambda L, d: 1.0 if d == 1.0 else 0.0,
+              "infini": lambda L, d: 0.35 if d == 1.0 else 0.05}
+    options = {"full": {}, "sliding_window": {"window": 64}, "infini": {"segment": 32, "update": "linear"}}
+    rows = []
+    for mech, score in scores.items():
+        for length in LENGTHS:
+            for depth in DEPTHS:
+                rows.append(record(mech, options[mech], length, "exact_match", score(length, depth), depth))
+            rows.append(record(mech, options[mech], length, "ppl", 20 + length / (100 if mech == "full" else 300),
+                               task="perplexity", n=5000))
+        if mech == "infini":
+            rows.append(record(mech, options[mech], 128, "gate_memory_weight", 0.7, subtask="layer0", n=1)
+                        | {"context_length": None, "state_bytes": None, "tokens_per_s": None, "data_hash": None})
+    return rows
+
+
+def frame(rows):
+    return cells(rows)
+
+
+def test_bootstrap_interval_contains_the_mean_and_shrinks_with_n():
+    small = estimate(pd.DataFrame({"value": [0.5], "n": [20], "seed": [1]}))
+    large = estimate(pd.DataFrame({"value": [0.5], "n": [2000], "seed": [1]}))
+    assert small.low < 0.5 < small.high and large.low < 0.5 < large.high
+    assert (large.high - large.low) < (small.high - small.low) / 5
+    certain = estimate(pd.DataFrame({"value": [1.0, 1.0], "n": [20, 30], "seed": [1, 1]}))
+    assert (certain.mean, certain.low, certain.high, certain.n) == (1.0, 1.0, 1.0, 50)
+    seeds = estimate(pd.DataFrame({"value": [0.2, 0.4, 0.6], "n": [10, 10, 10], "seed": [1, 2, 3]}))
+    assert seeds.mean == pytest.approx(0.4) and 0.2 <= seeds.low < 0.4 < seeds.high <= 0.6
+    unbounded = estimate(pd.DataFrame({"value": [25.0], "n": [100], "seed": [1]}))
+    assert unbounded.mean == 25.0 and np.isnan(unbounded.low)
+
+
+def test_paired_difference_sign():
+    ref = pd.DataFrame({"value": [0.9, 0.8], "n": [50, 50], "seed": [1, 1], "data_hash": ["a", "b"],
+                        "depth": [0.0, 1.0], "subtask": [None, None]})
+    worse = ref.assign(value=[0.1, 0.2])
+    d = paired_difference(worse, ref)
+    assert d.mean == pytest.approx(-0.7) and d.high < 0 and tables.verdict(d, "exact_match") == "worse"
+    assert tables.verdict(paired_difference(ref, worse), "exact_match") == "better"
+    assert tables.verdict(paired_difference(ref, ref), "exact_match") == "tie"
+    assert tables.verdict(paired_difference(worse, ref), "ppl") == "better"  # lower perplexity wins
+    assert paired_difference(worse.assign(data_hash=["x", "y"]), ref) is None  # different samples never pair
+
+
+def test_effective_length_is_the_longest_length_that_stays_above_threshold():
+    est = tables.estimates(frame(synthetic_records()))
+    eff = tables.effective_length(est, 0.9).set_index(["task", "metric", "mechanism"])["effective_length"]
+    assert eff[("passkey", "exact_match", "full")] == 256
+    assert eff[("passkey", "exact_match", "infini")] == 0
+    assert ("perplexity", "ppl", "full") not in eff.index  # lower-is-better metrics have no threshold length
+
+
+def test_tables_mark_the_best_value_per_column():
+    est = tables.estimates(frame(synthetic_records()))
+    md = tables.wide(est, "passkey", "exact_match", ("**", "**"))
+    assert md.loc["full", "128"].startswith("**1.000") and not md.loc["infini", "128"].startswith("**")
+    ppl = tables.wide(est, "perplexity", "ppl", ("**", "**"))
+    assert ppl.loc["infini", "512"].startswith("**")  # lowest perplexity is best
+
+
+def test_sanity_gates_pass_and_fail_on_known_data():
+    df = frame(synthetic_records())
+    gates = {g.name.split(" ")[0]: g.status for g in sanity.evaluate_gates(df)}
+    assert gates == {"full": "pass", "sliding": "pass", "bounded": "pass"}
+    broken = frame([r | {"value": 0.0} if r["mechanism"] == "full" else r for r in synthetic_records()])
+    assert sanity.full_in_length(broken).status == "fail"
+
+
+def test_report_writes_every_table_figure_and_the_dashboard(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records()))
+    page = build_report([path], tmp_path / "report")
+    figures = sorted(p.name for p in (tmp_path / "report" / "plots").iterdir())
+    stems = {"accuracy_vs_length_passkey_exact_match", "depth_heatmap_passkey", "perplexity_by_position_perplexity",
+             "quality_vs_state_passkey_exact_match", "efficiency"}
+    assert figures == sorted(f"{s}.{ext}" for s in stems for ext in ("png", "svg"))
+    assert all((tmp_path / "report" / "plots" / f).stat().st_size > 1000 for f in figures)
+    for name in ("passkey_exact_match.md", "passkey_exact_match.csv", "passkey_exact_match.tex",
+                 "paired_vs_full.csv", "effective_length.md"):
+        assert (tmp_path / "report" / "tables" / name).stat().st_size > 0
+    text = page.read_text()
+    for mech in ("full", "sliding_window", "infini"):
+        assert f">{mech}<" in text
+    assert "gate_memory_weight" in text and text.count('class="pass"') == 3
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (apt-get install chromium)")
+def test_dashboard_renders_in_headless_chromium_without_console_errors(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records()))
+    page = build_report([path], tmp_path / "report")
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    shot = tmp_path / "dashboard.png"
+    done = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+    assert shot.stat().st_size > 10_000
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert all(f">{m}<" in dom for m in ("full", "sliding_window", "infini"))
