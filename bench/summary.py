@@ -80,7 +80,9 @@ def to_markdown(records: list[dict]) -> str:
                      f"{block.to_markdown(floatfmt='.2f')}\n")
     stats = introspection_table(records)
     if not stats.empty:
-        parts.append(f"\n## Mechanism statistics after evaluation (per layer)\n\n{stats.to_markdown(floatfmt='.3f', missingval='')}\n")
+        stats = stats.rename_axis(columns=None).reset_index().round(3)
+        stats = stats.astype(object).where(stats.notna(), "")
+        parts.append(f"\n## Mechanism statistics after evaluation (per layer)\n\n{stats.to_markdown(index=False)}\n")
     return "".join(parts)
 
 

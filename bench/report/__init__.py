@@ -28,10 +28,18 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
         "Paired difference against full (same samples; 95% CI)": tables.paired(df),
         f"Effective length (longest length with mean >= {threshold} at every shorter length)":
             tables.effective_length(est, threshold),
-        "Mechanism statistics after evaluation (per layer)": stats.reset_index() if not stats.empty else stats,
+        "Mechanism statistics after evaluation (per layer)": _flat(stats),
     }
     title = " + ".join(sorted(df["sweep"].unique()))
     sources = [str(f) for f in records_files]
     page = dashboard.render(df, est, extra, sanity.evaluate_gates(df), figures, out, title, sources)
     log.info("report: %d tables, %d figures -> %s", len(written), len(figures), page)
     return page
+
+
+def _flat(stats):
+    """The per-layer statistics as a plain frame, blanks where a statistic does not apply."""
+    if stats.empty:
+        return stats
+    flat = stats.rename_axis(columns=None).reset_index()
+    return flat.astype(object).where(flat.notna(), "")

@@ -1,10 +1,11 @@
 """Uncertainty for the report: means with 95% bootstrap intervals, and paired differences against a reference.
 
 Records hold one mean per cell (`value` over `n` samples), not per-sample scores. With several seeds the interval
-comes from resampling seeds. With one seed it comes from resampling samples, each cell's samples reconstructed as
-Bernoulli outcomes (round(value * n) successes): exact for 0/1 metrics such as exact_match, and conservative for
-any other metric bounded in [0, 1] (a Bernoulli variable has the largest variance of all [0, 1] variables with
-that mean). Metrics outside [0, 1] (perplexity) get no single-seed interval.
+comes from resampling seeds. With one seed it comes from resampling the pooled samples of the entry (all its
+cells, e.g. every needle depth), reconstructed as Bernoulli outcomes (round(value * n) successes per cell): exact
+for 0/1 metrics such as exact_match, and conservative for any other metric bounded in [0, 1] (a Bernoulli variable
+has the largest variance of all [0, 1] variables with that mean). Metrics outside [0, 1] (perplexity) get no
+single-seed interval. Like every percentile bootstrap, a score of exactly 0 or 1 gets a zero-width interval.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def _interval(draws: np.ndarray) -> tuple[float, float]:
 
 
 def _bernoulli_draws(values: np.ndarray, ns: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap means of the pooled samples of several cells: successes redrawn per cell, (N_BOOT,)."""
-    successes = rng.binomial(ns[None, :], values[None, :], size=(N_BOOT, len(ns)))
-    return successes.sum(1) / ns.sum()
+    """Bootstrap means (N_BOOT,) of the pooled samples of several cells, resampled with replacement."""
+    total = ns.sum()
+    successes = np.rint(values * ns).sum()
+    return rng.binomial(total, successes / total, size=N_BOOT) / total
 
 
 def estimate(cells: pd.DataFrame, seed: int = 0) -> Estimate:
