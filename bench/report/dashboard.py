@@ -11,7 +11,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from bench.report import plots
+from bench.report import palette
 from bench.report.sanity import Gate
 from bench.report.tables import wide
 
@@ -48,7 +48,7 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
     page = env.get_template("index.html.j2").render(
         title=title, sources=sources, gates=gates, tables=[{**t, "html": jinja2.utils.markupsafe.Markup(t["html"])}
                                                             for t in tables],
-        mechanisms=[{"label": m, "colour": _hex(plots.colour(m))} for m in sorted(df["mechanism"].unique())],
+        mechanisms=[{"label": m, "colour": palette.hex_colour(m)} for m in palette.ordered(df["mechanism"])],
         figures=[str(f.relative_to(out)) for f in figures if f.suffix == ".png"],
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         shas=sorted(df["git_sha"].dropna().unique()), configs=sorted(df["config_hash"].unique()),
@@ -62,6 +62,3 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
     tmp.replace(path)
     return path
 
-
-def _hex(rgb) -> str:
-    return "#" + "".join(f"{round(c * 255):02x}" for c in rgb[:3])

@@ -3,7 +3,6 @@ needle depth x length heatmaps, perplexity by position, quality vs carried state
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import matplotlib
@@ -13,29 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.report.palette import colour, ordered, style  # noqa: E402
 from bench.report.tables import higher_is_better  # noqa: E402
+from bench.summary import DEPTH_METRIC  # noqa: E402
 
-CANONICAL = ["full", "sliding_window", "infini", "bswa", "fam", "rag"]
-PALETTE = plt.get_cmap("tab10").colors
-LINESTYLES = ["-", "--", "-.", ":"]
 SPAN_OPTIONS = ("window", "segment", "block")  # options that set a mechanism's local span, marked on length axes
-DEPTH_METRIC = "exact_match"
-
-
-def base_name(label: str) -> str:
-    return label.split("(", 1)[0]
-
-
-def colour(label: str):
-    """Fixed colour per mechanism family (variants share it and differ by line style)."""
-    name = base_name(label)
-    index = CANONICAL.index(name) if name in CANONICAL else len(CANONICAL) + zlib.crc32(name.encode()) % 4
-    return PALETTE[index % len(PALETTE)]
-
-
-def style(label: str, labels: list[str]) -> str:
-    variants = sorted(lab for lab in labels if base_name(lab) == base_name(label))
-    return LINESTYLES[variants.index(label) % len(LINESTYLES)]
 
 
 def save(fig, out: Path, name: str) -> list[Path]:
@@ -65,7 +46,7 @@ def accuracy_vs_length(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[P
         if not higher_is_better(metric) or sub["mean"].max() > 1:
             continue
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-        labels = sorted(sub["mechanism"].unique())
+        labels = ordered(sub["mechanism"])
         for label in labels:
             s = sub[sub["mechanism"] == label].sort_values("context_length")
             ax.plot(s["context_length"], s["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
@@ -87,7 +68,7 @@ def depth_heatmaps(df: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
     cells = df[df["depth"].notna() & (df["metric"] == DEPTH_METRIC)]
     for task, sub in cells.groupby("task"):
-        labels = sorted(sub["mechanism"].unique())
+        labels = ordered(sub["mechanism"])
         fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels) + 1, 3), squeeze=False,
                                  layout="constrained")
         for ax, label in zip(axes[0], labels, strict=True):
@@ -111,7 +92,7 @@ def perplexity_by_position(est: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
     for task, s in sub.groupby("task"):
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-        labels = sorted(s["mechanism"].unique())
+        labels = ordered(s["mechanism"])
         for label in labels:
             m = s[s["mechanism"] == label].sort_values("context_length")
             ax.plot(m["context_length"], m["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
@@ -132,7 +113,7 @@ def quality_vs_state(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Pat
         if sub.empty or metric != DEPTH_METRIC:
             continue
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-        labels = sorted(sub["mechanism"].unique())
+        labels = ordered(sub["mechanism"])
         for label in labels:
             s = sub[sub["mechanism"] == label].sort_values("context_length")
             ax.plot(s["state_bytes"], s["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
@@ -152,7 +133,7 @@ def efficiency(df: pd.DataFrame, out: Path) -> list[Path]:
         return []
     agg = cells.groupby(["mechanism", "context_length"])[["tokens_per_s", "state_bytes"]].median().reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    labels = sorted(agg["mechanism"].unique())
+    labels = ordered(agg["mechanism"])
     for label in labels:
         s = agg[agg["mechanism"] == label].sort_values("context_length")
         for ax, column in zip(axes, ("tokens_per_s", "state_bytes"), strict=True):

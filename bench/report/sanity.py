@@ -8,6 +8,8 @@ import dataclasses
 
 import pandas as pd
 
+from bench.report.palette import base_name
+
 BOUNDED_EXCEPT = {"full", "rag"}  # mechanisms whose carried state may grow with length
 
 
@@ -19,7 +21,7 @@ class Gate:
 
 
 def _base(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    return df[df["mechanism"].str.split("(").str[0].str.split(" ").str[0] == name]
+    return df[[base_name(label) == name for label in df["mechanism"]]]
 
 
 def _mean(cells: pd.DataFrame) -> float:
@@ -58,7 +60,7 @@ def bounded_state(df: pd.DataFrame) -> Gate:
     for label, group in cells.groupby("mechanism"):
         sizes = group.groupby("context_length")["state_bytes"].max().sort_index()
         grows = sizes.iloc[-1] > sizes.iloc[0]
-        expected_growth = label.split("(")[0].split(" ")[0] in BOUNDED_EXCEPT
+        expected_growth = base_name(label) in BOUNDED_EXCEPT
         if len(sizes) > 1 and grows != expected_growth:
             problems.append(f"{label}: {dict(sizes.astype(int))}")
     return Gate(name, "fail" if problems else "pass", "; ".join(problems) or f"{cells['mechanism'].nunique()} checked")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.report.palette import ordered
 from bench.report.stats import Estimate, estimate, paired_difference
 
 LOWER_IS_BETTER = {"ppl", "bits_per_byte", "nll"}
@@ -87,7 +88,7 @@ def wide(est: pd.DataFrame, task: str, metric: str, bold: tuple[str, str]) -> pd
     ]
     table = sub.assign(text=text).pivot(index="mechanism", columns="context_length", values="text")
     table.columns = [str(c) for c in table.columns]
-    return table.fillna("–")
+    return table.reindex(ordered(table.index)).fillna("–")
 
 
 def write_tables(df: pd.DataFrame, out: Path, threshold: float) -> dict[str, list[Path]]:

@@ -1,0 +1,40 @@
+"""One look per mechanism across every figure and table: a fixed order (full first) and a fixed colour per
+mechanism family; variants of one family (`infini(update=delta)`) share its colour and differ by line style."""
+
+from __future__ import annotations
+
+import zlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CANONICAL = ["full", "sliding_window", "infini", "bswa", "fam", "rag"]
+PALETTE = plt.get_cmap("tab10").colors
+LINESTYLES = ["-", "--", "-.", ":"]
+
+
+def base_name(label: str) -> str:
+    return label.split("(", 1)[0].split(" ", 1)[0]
+
+
+def ordered(labels) -> list[str]:
+    """Mechanism labels in the canonical order, then alphabetically."""
+    rank = {name: i for i, name in enumerate(CANONICAL)}
+    return sorted(set(labels), key=lambda lab: (rank.get(base_name(lab), len(rank)), lab))
+
+
+def colour(label: str):
+    name = base_name(label)
+    index = CANONICAL.index(name) if name in CANONICAL else len(CANONICAL) + zlib.crc32(name.encode()) % 4
+    return PALETTE[index % len(PALETTE)]
+
+
+def hex_colour(label: str) -> str:
+    return "#" + "".join(f"{round(c * 255):02x}" for c in colour(label)[:3])
+
+
+def style(label: str, labels: list[str]) -> str:
+    variants = sorted(lab for lab in labels if base_name(lab) == base_name(label))
+    return LINESTYLES[variants.index(label) % len(LINESTYLES)]
