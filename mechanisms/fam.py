@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from mechanisms.base import ConfigError, Mechanism, MechanismOptions
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.registry import register
-from mechanisms.rope import apply_rope
+from mechanisms.rope import apply_rope, rope_angles, rotate
 
 
 @dataclasses.dataclass
@@ -104,15 +104,23 @@ class FeedbackAttentionMemory(Mechanism):
         return {"fam_attention_share": self._share_sum / self._share_count}
 
     # -- the FAM recurrence ------------------------------------------------------------------------------------
-    def _fam_qkv(self, fam: Tensor, block_idx: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries (at the positions of block `block_idx`'s last F tokens) and keys/values (at the previous
-        block's last F positions) of the FAM that block `block_idx` reads."""
+    def _fam_qkv(self, fam: Tensor, angles: tuple[Tensor, Tensor], i: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries and keys/values of the FAM that block cur+i reads; `angles` are the rotations of the FAM
+        positions read by blocks cur .. cur+n_blocks (`_fam_angles`): keys sit at row i, queries at row i+1."""
         if self._block_fns is None:
             raise RuntimeError("fam needs its block's norm and feed-forward: call bind_block() (the backbone does)")
-        b, nf, base = self.options.block, self.options.fam_tokens, self.options.rope_base
         q, k, v = split_heads(self.qkv(self._block_fns[0](fam)), self.n_heads)
-        reads_at = torch.arange(block_idx * b - nf, block_idx * b, device=fam.device)
-        return apply_rope(q, reads_at + b, base), apply_rope(k, reads_at, base), v
+        cos, sin = angles
+        return rotate(q, cos[i + 1], sin[i + 1]), rotate(k, cos[i], sin[i]), v
+
+    def _fam_angles(self, cur: int, n_blocks: int, device) -> tuple[Tensor, Tensor]:
+        """RoPE angles (n_blocks+1, F, Dh) of the FAM read by blocks cur .. cur+n_blocks: positions
+        [τb - F, τb) for block τ. Computed once per chunk rather than once per block."""
+        b, nf = self.options.block, self.options.fam_tokens
+        starts = torch.arange(cur, cur + n_blocks + 1, device=device)[:, None] * b - nf
+        positions = (starts + torch.arange(nf, device=device)).flatten()
+        cos, sin = rope_angles(positions, self.head_dim, self.options.rope_base)
+        return cos.view(n_blocks + 1, nf, -1), sin.view(n_blocks + 1, nf, -1)
 
     def _fam_update(self, fam, fq, fk, fv, block_k, block_v, block_idx: int) -> Tensor:
         attn = F.scaled_dot_product_attention(fq, torch.cat([fk, block_k], 2), torch.cat([fv, block_v], 2))
@@ -139,9 +147,10 @@ class FeedbackAttentionMemory(Mechanism):
         tv = F.pad(torch.cat([state.v, state.block_v[:, :, :filled], v], 2), (0, 0, 0, pad))
 
         fams, fam_k, fam_v = [state.fam], [], []
+        angles = self._fam_angles(cur, n_blocks, x.device) if nf else None
         for i in range(n_blocks):
             if nf:
-                fq, fk, fv = self._fam_qkv(fams[i], cur + i)
+                fq, fk, fv = self._fam_qkv(fams[i], angles, i)
             else:
                 fq = fk = fv = q.new_zeros(bsz, self.n_heads, 0, self.head_dim)
             fam_k.append(fk)
@@ -171,19 +180,19 @@ class FeedbackAttentionMemory(Mechanism):
         q_pos = block * b + torch.arange(b, device=q.device)[None, :, None]
         k_pos = (block - m) * b + torch.arange(span, device=q.device)[None, None, :]
         mask = torch.cat([(k_pos <= q_pos) & (k_pos >= 0), q_pos.new_ones(n_blocks, b, fk.shape[3]).bool()], -1)
-        y = F.scaled_dot_product_attention(grid, keys, values, attn_mask=mask)
-        if not self.training and fk.shape[3]:
-            self._record_fam_share(grid, keys, mask, fk.shape[3], filled, t)
+        nf = fk.shape[3]
+        if self.training or not nf:
+            y = F.scaled_dot_product_attention(grid, keys, values, attn_mask=mask)
+        else:  # evaluation also measures the attention mass on FAM keys: one extra value column, 1 on FAM keys
+            marker = torch.zeros_like(values[..., :1])
+            marker[..., -nf:, :] = 1.0
+            y = F.scaled_dot_product_attention(grid, keys, torch.cat([values, marker], -1), attn_mask=mask,
+                                               scale=dh**-0.5)
+            share = y[..., -1].flatten(2, 3)[:, :, filled : filled + t]  # (B, H, T) real queries
+            self._share_sum += float(share.sum())
+            self._share_count += share.numel()
+            y = y[..., :-1]
         return y.reshape(bsz, h, n_blocks * b, dh)[:, :, filled : filled + t]
-
-    @torch.no_grad()
-    def _record_fam_share(self, grid, keys, mask, nf: int, filled: int, t: int) -> None:
-        """Attention mass the block tokens put on FAM keys, accumulated over evaluation (for `stats()`)."""
-        scores = (grid @ keys.transpose(-1, -2)) * grid.shape[-1] ** -0.5
-        probs = scores.float().masked_fill(~mask, float("-inf")).softmax(-1)
-        share = probs[..., -nf:].sum(-1).flatten(2, 3)[:, :, filled : filled + t]  # (B, H, T) real queries
-        self._share_sum += float(share.sum())
-        self._share_count += share.numel()
 
 
 @register

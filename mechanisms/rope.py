@@ -20,7 +20,11 @@ def rope_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tupl
 
 def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     """Rotate x (..., T, head_dim) by its positions (T,)."""
-    cos, sin = rope_angles(positions, x.shape[-1], base)
+    return rotate(x, *rope_angles(positions, x.shape[-1], base))
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate x (..., T, head_dim) by precomputed angles (T, head_dim) — for callers that reuse them."""
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     half = x.shape[-1] // 2
     rotated_half = torch.cat([-x[..., half:], x[..., :half]], dim=-1)

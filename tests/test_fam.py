@@ -43,14 +43,17 @@ def make(name="fam", dtype=torch.float64, seed=0, **opts):
 
 
 
-def attend(q, keys, values):
+def attend(q, keys, values, probs_out=None):
     """softmax(q·K/sqrt(d)) V for one query row per head: q (b,h,d), keys/values (b,h,n,d)."""
     probs = (torch.einsum("bhd,bhnd->bhn", q, keys) / math.sqrt(q.shape[-1])).softmax(-1)
+    if probs_out is not None:
+        probs_out.append(probs)
     return torch.einsum("bhn,bhnd->bhd", probs, values)
 
 
-def reference(m, x):
-    """The paper's equations as literal loops over blocks and queries, keys listed explicitly."""
+def reference(m, x, probs=None):
+    """The paper's equations as literal loops over blocks and queries, keys listed explicitly; `probs` collects
+    each block token's attention probabilities (FAM keys last)."""
     o = m.options
     b, mb, nf = o.block, o.mem_blocks, o.fam_tokens
     norm, ff = m.parts.norm1, m.parts.feed_forward
@@ -67,7 +70,8 @@ def reference(m, x):
         fq, fk = apply_rope(fq, read_pos + b), apply_rope(fk, read_pos)
         for i in range(s0, min(t, s0 + b)):
             keys = list(range(max(0, s0 - mb * b), i + 1))
-            out[:, :, i] = attend(q[:, :, i], torch.cat([k[:, :, keys], fk], 2), torch.cat([v[:, :, keys], fv], 2))
+            out[:, :, i] = attend(q[:, :, i], torch.cat([k[:, :, keys], fk], 2), torch.cat([v[:, :, keys], fv], 2),
+                                  probs)
         if nf and s0 + b <= t:
             blk = slice(s0, s0 + b)
             keys, values = torch.cat([fk, k[:, :, blk]], 2), torch.cat([fv, v[:, :, blk]], 2)
@@ -186,10 +190,13 @@ def test_state_is_bounded(name):
 def test_stats_report_the_attention_share_on_fam_tokens():
     m = make().eval()
     assert m.stats() == {}
+    x = torch.randn(2, 30, D, dtype=torch.float64)
     with torch.no_grad():
-        stream(m, torch.randn(1, 30, D, dtype=torch.float64), [30])
-    share = m.stats()["fam_attention_share"]
-    assert 0 < share < 1
+        stream(m, x, [7, 1, 22])
+        probs = []
+        reference(m, x, probs)
+    expected = torch.stack([p[..., -m.options.fam_tokens :].sum(-1) for p in probs]).mean()
+    assert m.stats()["fam_attention_share"] == pytest.approx(float(expected), abs=1e-9)
     assert make("bswa").eval().stats() == {}
 
 

@@ -63,7 +63,11 @@ def effective_length(est: pd.DataFrame, threshold: float) -> pd.DataFrame:
                 break
             reached = int(length)
         rows.append({"task": task, "metric": metric, "mechanism": mech, "effective_length": reached})
-    return pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame(rows)
+    rank = {label: i for i, label in enumerate(ordered(est["mechanism"]))}
+    return pd.DataFrame(rows).sort_values(["task", "metric", "mechanism"], key=lambda c: c.map(rank) if
+                                          c.name == "mechanism" else c, ignore_index=True)
 
 
 def _cell(mean: float, low: float, high: float) -> str:
