@@ -85,7 +85,9 @@ def run(cfg: DictConfig) -> Path | None:
     log.info("%s / %s: model ready in %.0fs, evaluated in %.0fs", mechanism, cfg.task.name, train_s, eval_s)
 
     run_id, sha, created = uuid.uuid4().hex[:12], records.git_sha(), records.now()
-    model_name = f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}-{tokenizer.name}{tokenizer.vocab_size}"
+    t = cfg.train  # the model is its architecture, tokenizer and training budget
+    budget = f"base{t.base_steps}+{t.steps}" if t.init == "base" else f"scratch{t.steps}"
+    model_name = f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}-{tokenizer.name}{tokenizer.vocab_size}-{budget}"
     rows = [
         {
             "run_id": run_id, "sweep": cfg.sweep_name, "mechanism": mechanism,

@@ -22,16 +22,20 @@ def _weighted_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
 
 def labelled(records: list[dict]) -> pd.DataFrame:
     """Records as a frame whose `mechanism` column tells apart runs that must never be averaged together: it adds
-    the options that vary between runs of one mechanism (`infini(update=delta)`), then, where one label still
-    covers several configurations of a task, the sweep (`[infini_recipes]`) or else the config hash."""
+    the options that vary between runs of one mechanism (`infini(update=delta)`) and the parts of the model name
+    that vary (its training budget, e.g. `base1500+600`); where one label still covers several configurations of
+    a task, the sweep (`[infini_recipes]`) or else the config hash."""
     df = pd.DataFrame(records)
     labels = df["mechanism"].copy()
     for mech, group in df.groupby("mechanism"):
-        options = pd.DataFrame(list(group["options"]), index=group.index)
-        varying = [c for c in options.columns if options[c].astype(str).nunique() > 1]
-        if varying:
-            labels[group.index] = [f"{mech}({', '.join(f'{c}={row[c]}' for c in varying)})"
-                                   for _, row in options.iterrows()]
+        options = pd.DataFrame(list(group["options"]), index=group.index).astype(str)
+        varying = [c for c in options.columns if options[c].nunique() > 1]
+        models = group["model"].str.split("-", expand=True).astype(str)
+        model_parts = [c for c in models.columns if models[c].nunique() > 1]
+        for i in group.index:
+            option_text = ", ".join(f"{c}={options.at[i, c]}" for c in varying)
+            labels[i] = mech + (f"({option_text})" if option_text else "") + "".join(
+                f" {models.at[i, c]}" for c in model_parts)
     df = df.assign(mechanism=labels)
     for _, group in df.groupby(["mechanism", "task"]):
         if group["config_hash"].nunique() > 1:

@@ -133,3 +133,16 @@ def test_dashboard_renders_in_headless_chromium_without_console_errors(tmp_path)
     assert shot.stat().st_size > 10_000
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert all(f">{m}<" in dom for m in ("full", "sliding_window", "infini"))
+
+
+def test_runs_of_one_mechanism_that_differ_are_never_averaged_together():
+    base = record("infini", {"segment": 32, "update": "linear"}, 128, "exact_match", 0.5, 1.0)
+    rows = [base,
+            base | {"options": {"segment": 32, "update": "delta"}, "config_hash": "b"},
+            base | {"model": "tiny-base1500+600", "config_hash": "c"},
+            base | {"sweep": "other", "config_hash": "d"}]
+    rows[0]["model"] = rows[1]["model"] = rows[3]["model"] = "tiny-base1500+150"
+    labels = list(cells(rows)["mechanism"])
+    assert len(set(labels)) == 4
+    assert labels[1] == "infini(update=delta) base1500+150" and labels[2] == "infini(update=linear) base1500+600"
+    assert labels[0] == "infini(update=linear) base1500+150 [synthetic]" and labels[3].endswith("[other]")
