@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+import mechanisms
 import tasks
 from bench import records, summary, wandb_log
 from bench.config import validate
@@ -52,6 +54,21 @@ def introspection(stats: dict[str, float]) -> list[CellResult]:
     return rows
 
 
+def model_and_lm(cfg: DictConfig, spec: BackboneSpec, tokenizer, options: dict[str, Any]):
+    """The trained backbone (cached), its checkpoint key, and the `LongContextLM` the task scores. A model-level
+    mechanism (RAG) wraps the sweep's own model of its reader mechanism — the same checkpoint that mechanism's
+    run uses — so retrieval is compared on equal weights."""
+    name = options["name"]
+    if not mechanisms.is_model_level(name):
+        model, checkpoint = trained_model(cfg, spec, tokenizer, options)
+        return model, checkpoint, StreamingLM(model, tokenizer, cfg.eval.chunk_size)
+    cls = mechanisms.get(name)
+    reader_options = dataclasses.asdict(mechanisms.options(cls.reader_mechanism))
+    model, checkpoint = trained_model(cfg, spec, tokenizer, reader_options)
+    reader = StreamingLM(model, tokenizer, cfg.eval.chunk_size)
+    return model, checkpoint, cls(reader, **{k: v for k, v in options.items() if k != "name"})
+
+
 def run(cfg: DictConfig) -> Path | None:
     validate(cfg)
     path = records.records_path(cfg.results_dir, cfg.sweep_name)
@@ -75,9 +92,8 @@ def run(cfg: DictConfig) -> Path | None:
     options = OmegaConf.to_container(cfg.mechanism, resolve=True)
 
     started = time.perf_counter()
-    model, checkpoint = trained_model(cfg, spec, tokenizer, options)
+    model, checkpoint, lm = model_and_lm(cfg, spec, tokenizer, options)
     train_s = time.perf_counter() - started
-    lm = StreamingLM(model, tokenizer, cfg.eval.chunk_size)
     started = time.perf_counter()
     results = task.evaluate(lm, list(cfg.eval.lengths), cfg.eval.n, cfg.eval.seed)
     eval_s = time.perf_counter() - started

@@ -3,11 +3,14 @@
 import importlib
 import pkgutil
 
-from mechanisms.base import ConfigError, Mechanism, MechanismOptions, State
-from mechanisms.registry import build, get, names, options, register
+from mechanisms.base import ConfigError, Mechanism, MechanismOptions, ModelLevel, State
+from mechanisms.registry import build, get, is_model_level, names, options, register
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in {"base", "registry", "rope"}:
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["ConfigError", "Mechanism", "MechanismOptions", "State", "build", "get", "names", "options", "register"]
+__all__ = [
+    "ConfigError", "Mechanism", "MechanismOptions", "ModelLevel", "State", "build", "get", "is_model_level", "names",
+    "options", "register",
+]

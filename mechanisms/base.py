@@ -76,6 +76,18 @@ class Mechanism(nn.Module):
         return {}
 
 
+class ModelLevel:
+    """A mechanism that works on whole models rather than inside a layer (RAG): it wraps a reader `LongContextLM`
+    (DESIGN.md §3) built with the per-layer mechanism `reader_mechanism`, and is itself a `LongContextLM`."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[MechanismOptions]]
+    reader_mechanism: ClassVar[str] = "full"
+
+    def __init__(self, reader: Any, **options: Any) -> None:
+        raise NotImplementedError
+
+
 def _tensors(obj: Any):
     if isinstance(obj, Tensor):
         yield obj

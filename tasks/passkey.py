@@ -77,6 +77,11 @@ class PasskeyBuilder:
         return PasskeySample(prompt, answer, key, length, depth, (start, start + len(needle)))
 
 
+def covers(spans: list[tuple[int, int]], needle: tuple[int, int]) -> bool:
+    """Whether merged spans contain every token of the needle."""
+    return any(s <= needle[0] and needle[1] <= e for s, e in spans)
+
+
 def random_key(rng: random.Random) -> str:
     return "".join(rng.choice("0123456789") for _ in range(KEY_DIGITS))
 
@@ -147,12 +152,17 @@ class PasskeyTask(Task):
                 elapsed = time.perf_counter() - started
                 scores = [score(tok.decode(o), s.key) for o, s in zip(outputs, samples, strict=True)]
                 data_hash = content_hash([s.prompt + s.answer for s in samples])
-                for metric in ("exact_match", "digit_accuracy"):
+                values = {metric: sum(s[metric] for s in scores) / n for metric in ("exact_match", "digit_accuracy")}
+                retrieved = getattr(lm, "last_retrieved", None)  # retrieval-based LMs say what the reader saw
+                if retrieved is not None:
+                    values["retrieval_recall"] = sum(
+                        covers(spans, s.needle_span) for spans, s in zip(retrieved, samples, strict=True)) / n
+                for metric, value in values.items():
                     results.append(
                         CellResult(
-                            context_length=length, depth=depth, metric=metric,
-                            value=sum(s[metric] for s in scores) / n, n=n, state_bytes=state_bytes,
-                            tokens_per_s=n * (length + self.options.max_new_tokens) / elapsed, data_hash=data_hash,
+                            context_length=length, depth=depth, metric=metric, value=value, n=n,
+                            state_bytes=state_bytes, data_hash=data_hash,
+                            tokens_per_s=n * (length + self.options.max_new_tokens) / elapsed,
                         )
                     )
         return results

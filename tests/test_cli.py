@@ -24,12 +24,14 @@ def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     path = tmp_path / "results" / "smoke" / "records.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert {r["mechanism"] for r in rows} == {"full", "sliding_window", "infini", "bswa", "fam"}
+    assert {r["mechanism"] for r in rows} == {"full", "sliding_window", "infini", "bswa", "fam", "rag"}
     assert all(tuple(r) == FIELDS and r["sweep"] == "smoke" and r["task"] == "passkey" for r in rows)
     cells = [r for r in rows if r["context_length"] is not None]
     for r in cells:
         assert r["state_bytes"] > 0 and r["tokens_per_s"] > 0 and 0 <= r["value"] <= 1 and r["depth"] is not None
     assert {r["context_length"] for r in cells} == {80, 96}
+    assert {r["metric"] for r in cells if r["mechanism"] == "rag"} == {"exact_match", "digit_accuracy",
+                                                                        "retrieval_recall"}
     stats = {(r["mechanism"], r["subtask"], r["metric"]) for r in rows if r["context_length"] is None}
     assert stats == {(m, f"layer{i}", metric) for i in (0, 1) for m, metric in [
         ("infini", "gate_memory_weight"), ("infini", "gate_memory_weight_std"), ("fam", "fam_attention_share")]}
@@ -62,6 +64,9 @@ def test_scratch_protocol_trains_each_mechanism_without_a_base(tmp_path):
         ("train.lr=fast", "train.lr"),
         ("mechanism.window=3", "mechanism.window"),  # full attention has no window
         ("task.depths=[1.5]", "task.depths"),
+        ("mechanism=rag mechanism.top_k=0", "mechanism.top_k"),
+        ("mechanism=rag mechanism.retriever=tfidf", "mechanism.retriever"),
+        ("mechanism=rag mechanism.chunk_tokens=300", "mechanism.reader_window"),
     ],
 )
 def test_bad_input_fails_in_one_clear_line(tmp_path, override, needle):
