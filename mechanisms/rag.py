@@ -2,8 +2,9 @@
 into chunks, the chunks most relevant to the query are retrieved, and a short-context reader sees only [retrieved
 chunks in document order + the query].
 
-- Query: the last `query_tokens` tokens of the context (where passkey and long-QA put the question); the rest is
-  the searchable document.
+- Query: the last `query_tokens` tokens of the context (where passkey and long-QA put the question). The first
+  `keep_prefix` tokens (an instruction, as in a prompt template) always go to the reader when generating or
+  scoring a continuation; the rest is the searchable document.
 - Retrieved chunks are merged where they overlap and fed in document order, so retrieving every chunk gives the
   reader exactly the full context.
 - Perplexity (`rolling_nll`) is in-context RALM (Ram et al. 2023): every `stride` tokens, the most recent
@@ -37,6 +38,7 @@ class RAGOptions(MechanismOptions):
     overlap: int = 8
     top_k: int = 3
     query_tokens: int = 16
+    keep_prefix: int = 32  # tokens at the start always given to the reader (an instruction), never searched
     stride: int = 64  # perplexity: tokens scored per retrieval
     reader_window: int = 256  # longest input the reader takes (its training length)
 
@@ -49,7 +51,9 @@ class RAGOptions(MechanismOptions):
         if not 0 <= self.overlap < self.chunk_tokens:
             raise ConfigError(
                 f"mechanism.overlap must lie in [0, chunk_tokens={self.chunk_tokens}), got {self.overlap}")
-        needed = self.top_k * self.chunk_tokens + max(self.query_tokens, self.stride)
+        if self.keep_prefix < 0:
+            raise ConfigError(f"mechanism.keep_prefix must be >= 0, got {self.keep_prefix}")
+        needed = self.keep_prefix + self.top_k * self.chunk_tokens + max(self.query_tokens, self.stride)
         if needed > self.reader_window:
             raise ConfigError(f"mechanism.reader_window={self.reader_window} is shorter than what the reader is fed: "
                               f"top_k * chunk_tokens + max(query_tokens, stride) = {needed}")
@@ -69,9 +73,9 @@ def chunk_spans(n: int, chunk: int, overlap: int) -> list[Span]:
 
 
 def merge_spans(spans: list[Span]) -> list[Span]:
-    """Sorted union of spans, overlapping or touching ones merged."""
+    """Sorted union of the non-empty spans, overlapping or touching ones merged."""
     merged: list[list[int]] = []
-    for s, e in sorted(spans):
+    for s, e in sorted(sp for sp in spans if sp[0] < sp[1]):
         if merged and s <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], e)
         else:
@@ -145,12 +149,13 @@ class RetrievalLM(ModelLevel):
         return merge_spans([spans[i] for i in picked])
 
     def _reader_input(self, context: list[int]) -> tuple[list[int], list[Span]]:
-        """Reader tokens, and the spans of `context` they come from (retrieved chunks and the query)."""
+        """Reader tokens, and the spans of `context` they come from (prefix, retrieved chunks, query)."""
         q = min(self.options.query_tokens, len(context))
-        document, query = context[: len(context) - q], context[len(context) - q :]
-        spans = self._retrieve(document, query)
-        seen = merge_spans([*spans, (len(document), len(context))])
-        return [t for s, e in spans for t in document[s:e]] + query, seen
+        p = min(self.options.keep_prefix, len(context) - q)
+        document, query = context[p : len(context) - q], context[len(context) - q :]
+        spans = [(s + p, e + p) for s, e in self._retrieve(document, query)]
+        seen = merge_spans([(0, p), *spans, (len(context) - q, len(context))])
+        return [t for s, e in seen for t in context[s:e]], seen
 
     # -- LongContextLM ---------------------------------------------------------------------------------------
     def generate_batch(self, contexts: list[list[int]], max_new_tokens: int, stop: list[int] | None = None):

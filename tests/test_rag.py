@@ -68,11 +68,15 @@ def test_retrieving_every_chunk_equals_reading_the_full_context():
 
 def test_top_k_retrieval_feeds_the_reader_the_best_chunks_in_document_order():
     reader = tiny_reader()
-    rag = RetrievalLM(reader, top_k=1, chunk_tokens=60, overlap=0, query_tokens=22)
+    rag = RetrievalLM(reader, top_k=1, chunk_tokens=60, overlap=0, query_tokens=22, keep_prefix=0)
     context = reader.tokenizer.encode("".join(f"{s:60s}" for s in HAYSTACK) + " What is the pass key?")
     tokens, seen = rag._reader_input(context)
     assert seen == [(120, 180), (240, len(context))]
     assert tokens == context[120:180] + context[240:]
+    with_prefix = RetrievalLM(reader, top_k=1, chunk_tokens=60, overlap=0, query_tokens=22, keep_prefix=10)
+    tokens, seen = with_prefix._reader_input(context)  # the prefix is given, and chunks are cut after it
+    assert seen == [(0, 10), (130, 190), (240, len(context))]
+    assert tokens == [t for s, e in seen for t in context[s:e]]
 
 
 def test_perplexity_retrieval_is_causal():
