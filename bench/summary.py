@@ -12,6 +12,18 @@ import pandas as pd
 from bench.records import read_records
 
 DEPTH_METRIC = "exact_match"  # the metric broken down by depth
+CANONICAL = ["full", "sliding_window", "infini", "bswa", "fam", "rag"]  # the order mechanisms are shown in
+
+
+def base_name(label: str) -> str:
+    """`infini(update=delta) base1500+600 [sweep]` -> `infini`."""
+    return label.split("(", 1)[0].split(" ", 1)[0]
+
+
+def ordered(labels) -> list[str]:
+    """Mechanism labels in the canonical order, then alphabetically."""
+    rank = {name: i for i, name in enumerate(CANONICAL)}
+    return sorted(set(labels), key=lambda lab: (rank.get(base_name(lab), len(rank)), lab))
 
 
 def _weighted_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -69,17 +81,21 @@ def introspection_table(records: list[dict]) -> pd.DataFrame:
     """(mechanism, task, layer) x statistic, from the records without a context length."""
     df = labelled(records)
     df = df[df["context_length"].isna()]
-    return df.pivot_table(index=["mechanism", "task", "subtask"], columns="metric", values="value", aggfunc="mean")
+    table = df.pivot_table(index=["mechanism", "task", "subtask"], columns="metric", values="value", aggfunc="mean")
+    rank = {label: i for i, label in enumerate(ordered(df["mechanism"]))}
+    return table.sort_index(level="mechanism", key=lambda labels: labels.map(rank), sort_remaining=True)
 
 
 def to_markdown(records: list[dict]) -> str:
     parts = ["# Summary\n", "Mean over depths and samples; columns are context lengths in tokens.\n"]
     for (task, metric), block in summary_table(records).groupby(level=["task", "metric"]):
         block = block.droplevel(["task", "metric"])
+        block = block.reindex(ordered(block.index))
         parts.append(f"\n## {task} — {metric}\n\n{block.to_markdown(floatfmt='.3f')}\n")
     by_depth = depth_table(records)
     for (task, length), block in by_depth.groupby(level=["task", "context_length"]):
         block = block.droplevel(["task", "context_length"]).dropna(axis=1, how="all")
+        block = block.reindex(ordered(block.index))
         parts.append(f"\n## {task} — {DEPTH_METRIC} by needle depth at {length} tokens\n\n"
                      f"{block.to_markdown(floatfmt='.2f')}\n")
     stats = introspection_table(records)

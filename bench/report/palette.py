@@ -10,19 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-CANONICAL = ["full", "sliding_window", "infini", "bswa", "fam", "rag"]
+from bench.summary import CANONICAL, base_name, ordered  # noqa: E402, F401  (re-exported for the report)
+
 PALETTE = plt.get_cmap("tab10").colors
 LINESTYLES = ["-", "--", "-.", ":"]
-
-
-def base_name(label: str) -> str:
-    return label.split("(", 1)[0].split(" ", 1)[0]
-
-
-def ordered(labels) -> list[str]:
-    """Mechanism labels in the canonical order, then alphabetically."""
-    rank = {name: i for i, name in enumerate(CANONICAL)}
-    return sorted(set(labels), key=lambda lab: (rank.get(base_name(lab), len(rank)), lab))
 
 
 def colour(label: str):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report.palette import ordered
 from bench.report.stats import Estimate, estimate, paired_difference
+from bench.summary import ordered
 
 LOWER_IS_BETTER = {"ppl", "bits_per_byte", "nll"}
 REFERENCE = "full"
