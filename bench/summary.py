@@ -5,11 +5,14 @@ Richer reports build on the same records."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
 
+import mechanisms
 from bench.records import read_records
+from mechanisms.base import ConfigError
 
 DEPTH_METRIC = "exact_match"  # the metric broken down by depth
 CANONICAL = ["full", "sliding_window", "infini", "bswa", "fam", "rag"]  # the order mechanisms are shown in
@@ -32,20 +35,31 @@ def _weighted_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
     return grouped["weighted"] / grouped["n"]
 
 
+def _defaults(mechanism: str) -> dict[str, str]:
+    """The registered mechanism's default options as strings ({} for a mechanism this checkout does not know)."""
+    try:
+        return {k: str(v) for k, v in dataclasses.asdict(mechanisms.options(mechanism)).items()}
+    except ConfigError:
+        return {}
+
+
 def labelled(records: list[dict]) -> pd.DataFrame:
-    """Records as a frame whose `mechanism` column tells apart runs that must never be averaged together: it adds
-    the options that vary between runs of one mechanism (`infini(update=delta)`) and the parts of the model name
-    that vary (its training budget, e.g. `base1500+600`); where one label still covers several configurations of
-    a task, the sweep (`[infini_recipes]`) or else the config hash."""
+    """Records as a frame whose `mechanism` column tells apart runs that must never be averaged together and says
+    how a run differs from the defaults: it adds the options that vary between runs of one mechanism or differ from
+    its defaults (`infini(update=delta)`), and the parts of the model name that vary (its training budget, e.g.
+    `base1500+600`); where one label still covers several configurations of a task, the sweep (`[infini_recipes]`)
+    or else the config hash."""
     df = pd.DataFrame(records)
     labels = df["mechanism"].copy()
     for mech, group in df.groupby("mechanism"):
         options = pd.DataFrame(list(group["options"]), index=group.index).astype(str)
-        varying = [c for c in options.columns if options[c].nunique() > 1]
+        defaults = _defaults(mech)
+        shown = [c for c in options.columns
+                 if options[c].nunique() > 1 or (c in defaults and (options[c] != defaults[c]).any())]
         models = group["model"].str.split("-", expand=True).astype(str)
         model_parts = [c for c in models.columns if models[c].nunique() > 1]
         for i in group.index:
-            option_text = ", ".join(f"{c}={options.at[i, c]}" for c in varying)
+            option_text = ", ".join(f"{c}={options.at[i, c]}" for c in shown)
             labels[i] = mech + (f"({option_text})" if option_text else "") + "".join(
                 f" {models.at[i, c]}" for c in model_parts)
     df = df.assign(mechanism=labels)

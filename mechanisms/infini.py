@@ -45,7 +45,7 @@ class InfiniState:
 
 @dataclasses.dataclass
 class InfiniOptions(MechanismOptions):
-    segment: int = 64
+    segment: int = 32
     update: str = "linear"  # linear | delta
     gate_init: float = 0.0  # beta at initialisation; sigmoid(0) = 0.5
     gate_lr_mult: float = 20.0  # gates trained at the global LR stay stuck near 0.5 (public reproductions)

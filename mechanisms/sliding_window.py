@@ -38,7 +38,7 @@ class WindowState:
 
 @dataclasses.dataclass
 class SlidingWindowOptions(MechanismOptions):
-    window: int = 128
+    window: int = 64
     sinks: int = 0
     rope_base: float = 10000.0
 

@@ -9,6 +9,7 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "memorybench"
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -22,8 +23,8 @@ SPAN_OPTIONS = ("window", "segment", "block")  # options that set a mechanism's 
 def save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=120)
+    for p in paths:  # no timestamps and fixed SVG ids: regenerating unchanged records gives unchanged files
+        fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
     plt.close(fig)
     return paths
 
