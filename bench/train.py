@@ -9,6 +9,7 @@ random initialisation under the same budget.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -145,18 +146,47 @@ def train(model: Backbone, mixture: Mixture, cfg: Any, steps: int, lr: float, de
 
 
 def save_checkpoint(model: Backbone, path: Path, meta: dict[str, Any]) -> None:
-    """Write to a temp file and rename, so a crash never leaves a truncated checkpoint under the final name."""
+    """Write to a temp file and rename, so a crash never leaves a truncated checkpoint under the final name; the
+    file's SHA-256 goes to `<name>.sha256` (written after it) so that a later load detects any corruption."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    digest = _sha256(tmp)
     os.replace(tmp, path)
+    digest_tmp = _digest_path(path).with_suffix(f".tmp{os.getpid()}")
+    digest_tmp.write_text(digest + "\n")
+    os.replace(digest_tmp, _digest_path(path))
+
+
+class CorruptCheckpoint(Exception):
+    """A cached checkpoint that fails its hash or cannot be read; the caller retrains."""
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint, verified against its recorded SHA-256 (a file from before digests were recorded is checked by
+    loading it and then gets its digest). Raises CorruptCheckpoint with the reason in one line."""
+    digest_file = _digest_path(path)
+    if digest_file.exists() and digest_file.read_text().strip() != _sha256(path):
+        raise CorruptCheckpoint(f"checkpoint {path} does not match its SHA-256 ({digest_file.name})")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or corrupt file: report in one line, caller retrains
-        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to retrain") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or garbled: torch's own trace says nothing useful to a user
+        raise CorruptCheckpoint(f"checkpoint {path} is unreadable ({type(e).__name__})") from None
+    if not digest_file.exists():
+        digest_file.write_text(_sha256(path) + "\n")
+    return checkpoint
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def transfer_weights(model: Backbone, base_state: dict[str, torch.Tensor]) -> list[str]:
@@ -183,9 +213,16 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
         path = cache / f"{key}.pt"
         model = Backbone(spec, job.mechanism, job.options).to(device)
         if path.exists():
-            log.info("%s: cached checkpoint %s", label, path)
-            model.load_state_dict(load_checkpoint(path)["state_dict"])
-            return model.eval(), key
+            try:
+                state = load_checkpoint(path)["state_dict"]
+            except CorruptCheckpoint as e:
+                log.warning("%s; deleting it and retraining", e)
+                path.unlink(missing_ok=True)
+                _digest_path(path).unlink(missing_ok=True)
+            else:
+                log.info("%s: cached checkpoint %s", label, path)
+                model.load_state_dict(state)
+                return model.eval(), key
         if init_state is not None:
             added = transfer_weights(model, init_state)
             if added:

@@ -85,3 +85,20 @@ def test_wandb_logger_writes_an_offline_run_without_network(tmp_path, monkeypatc
     runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
     assert any(runs[0].rglob("*.png"))  # the job's figures went with it
+
+
+def test_corrupt_cached_checkpoints_are_reported_in_one_line_and_retrained(tmp_path):
+    first = run_cli(tmp_path, "sweep=smoke", "hydra.mode=RUN", "mechanism=sliding_window")
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoints = sorted((tmp_path / "cache" / "checkpoints").glob("*.pt"))
+    assert len(checkpoints) == 2  # the base model and the sliding-window model
+    truncated, flipped = checkpoints
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    again = run_cli(tmp_path, "sweep=smoke", "hydra.mode=RUN", "mechanism=sliding_window", "sweep_name=again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    logs = again.stdout + again.stderr
+    assert logs.count("deleting it and retraining") == 2 and "Traceback" not in logs
+    assert "base (full attention): training" in logs and "sliding_window (from base): training" in logs

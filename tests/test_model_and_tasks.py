@@ -84,3 +84,24 @@ def test_bpe_tokenizer_is_cached_and_splits_digits(tmp_path):
     assert [a.decode([i]) for i in ids][-6:-1] == list("40213")
     key = random_key(random.Random(1))
     assert len(a.encode(key)) == 5
+
+
+def test_checkpoints_are_verified_by_hash_and_corruption_is_named(tmp_path):
+    from bench.train import CorruptCheckpoint, load_checkpoint, save_checkpoint
+
+    model = Backbone(BackboneSpec(50, 16, 1, 2, 32), "full", {})
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(model, path, {"note": "x"})
+    assert load_checkpoint(path)["meta"] == {"note": "x"}
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit inside the tensor data: torch.load alone would not notice
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpoint, match="SHA-256"):
+        load_checkpoint(path)
+    save_checkpoint(model, path, {})
+    (tmp_path / "ckpt.pt.sha256").unlink()  # a checkpoint from before digests: checked by loading, then recorded
+    assert "state_dict" in load_checkpoint(path) and (tmp_path / "ckpt.pt.sha256").exists()
+    (tmp_path / "ckpt.pt.sha256").unlink()
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.raises(CorruptCheckpoint, match="unreadable"):
+        load_checkpoint(path)
