@@ -3,7 +3,6 @@ figures (relative paths next to it) and a provenance footer."""
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 from importlib import metadata
 from pathlib import Path
@@ -50,7 +49,6 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
                                                             for t in tables],
         mechanisms=[{"label": m, "colour": palette.hex_colour(m)} for m in palette.ordered(df["mechanism"])],
         figures=[str(f.relative_to(out)) for f in figures if f.suffix == ".png"],
-        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         shas=sorted(df["git_sha"].dropna().unique()), configs=sorted(df["config_hash"].unique()),
         n_configs=df["config_hash"].nunique(), n_records=len(df),
         created_range=f"{created[0]} – {created[-1]}" if created else "?",
