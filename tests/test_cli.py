@@ -102,3 +102,16 @@ def test_corrupt_cached_checkpoints_are_reported_in_one_line_and_retrained(tmp_p
     logs = again.stdout + again.stderr
     assert logs.count("deleting it and retraining") == 2 and "Traceback" not in logs
     assert "base (full attention): training" in logs and "sliding_window (from base): training" in logs
+
+
+def test_same_config_and_seed_give_identical_records(tmp_path):
+    """Two independent runs (separate caches, so both train) agree on every record field but timing/identity."""
+    rows = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        done = run_cli(root, "sweep=smoke", "hydra.mode=RUN", "mechanism=fam")
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows.append([json.loads(line) for line in (root / "results" / "smoke" / "records.jsonl").open()])
+    volatile = {"run_id", "created_at", "tokens_per_s"}
+    strip = [[{k: v for k, v in r.items() if k not in volatile} for r in run] for run in rows]
+    assert strip[0] == strip[1] and len(strip[0]) > 0
