@@ -92,12 +92,17 @@ def depth_table(records: list[dict]) -> pd.DataFrame:
 
 
 def introspection_table(records: list[dict]) -> pd.DataFrame:
-    """(mechanism, task, layer) x statistic, from the records without a context length."""
+    """One row per (mechanism, task, layer), one column per statistic, from the records without a context length;
+    values rounded to 3 places, blank where a statistic does not apply to that mechanism."""
     df = labelled(records)
     df = df[df["context_length"].isna()]
+    if df.empty:
+        return pd.DataFrame()
     table = df.pivot_table(index=["mechanism", "task", "subtask"], columns="metric", values="value", aggfunc="mean")
     rank = {label: i for i, label in enumerate(ordered(df["mechanism"]))}
-    return table.sort_index(level="mechanism", key=lambda labels: labels.map(rank), sort_remaining=True)
+    table = table.sort_index(level="mechanism", key=lambda labels: labels.map(rank), sort_remaining=True)
+    flat = table.rename_axis(columns=None).reset_index().round(3)
+    return flat.astype(object).where(flat.notna(), "")
 
 
 def to_markdown(records: list[dict]) -> str:
@@ -114,8 +119,6 @@ def to_markdown(records: list[dict]) -> str:
                      f"{block.to_markdown(floatfmt='.2f')}\n")
     stats = introspection_table(records)
     if not stats.empty:
-        stats = stats.rename_axis(columns=None).reset_index().round(3)
-        stats = stats.astype(object).where(stats.notna(), "")
         parts.append(f"\n## Mechanism statistics after evaluation (per layer)\n\n{stats.to_markdown(index=False)}\n")
     return "".join(parts)
 

@@ -20,15 +20,14 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
         raise FileNotFoundError(f"no records in {', '.join(map(str, records_files))}")
     df = cells(records)
     out.mkdir(parents=True, exist_ok=True)
-    written = tables.write_tables(df, out, threshold)
     est = tables.estimates(df)
+    written = tables.write_tables(df, est, out, threshold)
     figures = plots.write_plots(df, est, out)
-    stats = introspection_table(records)
     extra = {
         "Paired difference against full (same samples; 95% CI)": tables.paired(df),
         f"Effective length (longest length with mean >= {threshold} at every shorter length)":
             tables.effective_length(est, threshold),
-        "Mechanism statistics after evaluation (per layer)": _flat(stats),
+        "Mechanism statistics after evaluation (per layer)": introspection_table(records),
     }
     title = " + ".join(sorted(df["sweep"].unique()))
     sources = [str(f) for f in records_files]
@@ -36,10 +35,3 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
     log.info("report: %d tables, %d figures -> %s", len(written), len(figures), page)
     return page
 
-
-def _flat(stats):
-    """The per-layer statistics as a plain frame, blanks where a statistic does not apply."""
-    if stats.empty:
-        return stats
-    flat = stats.rename_axis(columns=None).reset_index()
-    return flat.astype(object).where(flat.notna(), "")

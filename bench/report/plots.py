@@ -29,6 +29,13 @@ def save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
+def _lines(ax, frame: pd.DataFrame, x: str, y: str, labels: list[str]) -> None:
+    """One line per mechanism label, points in context-length order, in the mechanism's colour and style."""
+    for label in labels:
+        s = frame[frame["mechanism"] == label].sort_values("context_length")
+        ax.plot(s[x], s[y], marker="o", color=colour(label), linestyle=style(label, labels), label=label)
+
+
 def _span_marks(ax, df: pd.DataFrame, labels: list[str]) -> None:
     for length in sorted(df["train_length"].dropna().unique()):
         ax.axvline(length, color="grey", linestyle="--", linewidth=1)
@@ -48,10 +55,9 @@ def accuracy_vs_length(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[P
             continue
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         labels = ordered(sub["mechanism"])
+        _lines(ax, sub, "context_length", "mean", labels)
         for label in labels:
             s = sub[sub["mechanism"] == label].sort_values("context_length")
-            ax.plot(s["context_length"], s["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
-                    label=label)
             ax.fill_between(s["context_length"], s["low"], s["high"], color=colour(label), alpha=0.15)
         _span_marks(ax, df[df["task"] == task], labels)
         ax.set(xscale="log", xlabel="context length (tokens)", ylabel=metric, ylim=(-0.03, 1.03),
@@ -94,10 +100,7 @@ def perplexity_by_position(est: pd.DataFrame, out: Path) -> list[Path]:
     for task, s in sub.groupby("task"):
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         labels = ordered(s["mechanism"])
-        for label in labels:
-            m = s[s["mechanism"] == label].sort_values("context_length")
-            ax.plot(m["context_length"], m["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
-                    label=label)
+        _lines(ax, s, "context_length", "mean", labels)
         ax.set(xscale="log", yscale="log", xlabel="position bucket end (tokens)", ylabel="perplexity",
                title=f"{task}: perplexity by position")
         ax.legend(fontsize=7)
@@ -115,12 +118,9 @@ def quality_vs_state(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Pat
             continue
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         labels = ordered(sub["mechanism"])
-        for label in labels:
-            s = sub[sub["mechanism"] == label].sort_values("context_length")
-            ax.plot(s["state_bytes"], s["mean"], marker="o", color=colour(label), linestyle=style(label, labels),
-                    label=label)
-            for x, y, length in s[["state_bytes", "mean", "context_length"]].itertuples(index=False):
-                ax.annotate(str(length), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        _lines(ax, sub, "state_bytes", "mean", labels)
+        for x, y, length in sub[["state_bytes", "mean", "context_length"]].itertuples(index=False):
+            ax.annotate(str(length), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set(xscale="log", xlabel="carried state (bytes)", ylabel=metric, title=f"{task}: {metric} vs memory")
         ax.legend(fontsize=7)
         paths += save(fig, out, f"quality_vs_state_{task}_{metric}")
@@ -135,11 +135,8 @@ def efficiency(df: pd.DataFrame, out: Path) -> list[Path]:
     agg = cells.groupby(["mechanism", "context_length"])[["tokens_per_s", "state_bytes"]].median().reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     labels = ordered(agg["mechanism"])
-    for label in labels:
-        s = agg[agg["mechanism"] == label].sort_values("context_length")
-        for ax, column in zip(axes, ("tokens_per_s", "state_bytes"), strict=True):
-            ax.plot(s["context_length"], s[column], marker="o", color=colour(label), linestyle=style(label, labels),
-                    label=label)
+    for ax, column in zip(axes, ("tokens_per_s", "state_bytes"), strict=True):
+        _lines(ax, agg, "context_length", column, labels)
     axes[0].set(xscale="log", yscale="log", xlabel="context length (tokens)", ylabel="tokens/s (evaluation)")
     axes[1].set(xscale="log", yscale="log", xlabel="context length (tokens)", ylabel="carried state (bytes)")
     axes[1].legend(fontsize=7)

@@ -95,11 +95,11 @@ def wide(est: pd.DataFrame, task: str, metric: str, bold: tuple[str, str]) -> pd
     return table.reindex(ordered(table.index)).fillna("–")
 
 
-def write_tables(df: pd.DataFrame, out: Path, threshold: float) -> dict[str, list[Path]]:
-    """All tables under out/tables/; returns {'<task> — <metric>': [md, csv, tex]} plus paired / effective."""
+def write_tables(df: pd.DataFrame, est: pd.DataFrame, out: Path, threshold: float) -> dict[str, list[Path]]:
+    """All tables under out/tables/ from the cells and their `estimates`; returns {'<task> — <metric>': [md, csv,
+    tex]} plus paired / effective."""
     out = out / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    est = estimates(df)
     written: dict[str, list[Path]] = {}
     for task, metric in est[["task", "metric"]].drop_duplicates().itertuples(index=False):
         stem = out / f"{task}_{metric}"
