@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install (skipped when up to date)
 
-bench: setup  ## run the default sweep (trains, evaluates, writes results/default/)
-	$(PY) -m bench -m sweep=default
-	$(PY) -m bench.report default
+bench: setup  ## run the default sweep (trains, evaluates, writes results/default/); resumes where it stopped
+	$(PY) -m bench -m sweep=default; status=$$?; \
+	  if [ $$status -ne 2 ]; then $(PY) -m bench.report default || exit $$?; fi; exit $$status
 
 test: setup  ## fast tests (what CI runs)
 	$(PY) -m pytest -m "not slow" -q

@@ -7,6 +7,7 @@ key or a wrong type at compose time; `validate` rejects values that type-check b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,8 @@ class Config:
     device: str = "cpu"
     results_dir: str = "results"
     cache_dir: str = ".cache"
+    force: bool = False  # rerun cells the sweep's records already hold (their records are replaced)
+    inject_nan_at_step: int | None = None  # fault injection: this step's loss (from 1) in the cell's training is NaN
 
 
 def register_configs() -> None:
@@ -96,6 +99,7 @@ def register_configs() -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Values that type-check but cannot work raise ConfigError naming the key."""
+    _known_keys_only(cfg, "")
     mech = dict(OmegaConf.to_container(cfg.mechanism, resolve=True))
     unit = mechanisms.options(mech.pop("name"), **mech).memory_unit()
     if unit and cfg.train.train_length < MIN_UNITS_PER_SEQUENCE * unit:
@@ -107,6 +111,9 @@ def validate(cfg: DictConfig) -> None:
     _positive(m, "model", "d_model", "n_layers", "n_heads", "mlp_hidden")
     if m.d_model % m.n_heads:
         raise ConfigError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
+    if (m.d_model // m.n_heads) % 2:
+        raise ConfigError(f"model.d_model / model.n_heads = {m.d_model // m.n_heads} must be even (RoPE rotates "
+                          "pairs of dimensions)")
     if m.tokenizer not in ("byte", "bpe"):
         raise ConfigError(f"model.tokenizer must be 'byte' or 'bpe', got {m.tokenizer!r}")
     if t.init not in ("base", "scratch"):
@@ -128,10 +135,28 @@ def validate(cfg: DictConfig) -> None:
     _positive(e, "eval", "n", "chunk_size")
     if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device} but this machine has no CUDA device (use device=cpu)")
+    if cfg.inject_nan_at_step is not None and not 1 <= cfg.inject_nan_at_step <= t.steps:
+        raise ConfigError(f"inject_nan_at_step must be a step of the cell's training, 1..train.steps={t.steps}, "
+                          f"got {cfg.inject_nan_at_step}")
     if cfg.logger.name not in ("none", "wandb"):
         raise ConfigError(f"logger.name={cfg.logger.name!r} is not supported (known: none, wandb)")
     if cfg.logger.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"logger.mode must be offline, online or disabled, got {cfg.logger.mode!r}")
+
+
+def _known_keys_only(node: DictConfig, prefix: str) -> None:
+    """Hydra's `+key=value` appends even to a typed node; a key its schema lacks would be silently ignored."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    fields = {f.name for f in dataclasses.fields(schema)}
+    for key in node.keys():
+        if key not in fields:
+            raise ConfigError(f"unknown key {prefix}{key} (known in {prefix.rstrip('.') or 'the top level'}: "
+                              f"{', '.join(sorted(fields))})")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _known_keys_only(child, f"{prefix}{key}.")
 
 
 def _positive(node: Any, prefix: str, *keys: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 import mechanisms
+from bench.manifest import Manifest, manifest_path
 from bench.records import read_records
 from mechanisms.base import ConfigError
 
@@ -105,8 +106,26 @@ def introspection_table(records: list[dict]) -> pd.DataFrame:
     return flat.astype(object).where(flat.notna(), "")
 
 
-def to_markdown(records: list[dict]) -> str:
+def unfinished_table(records_files: list[Path]) -> pd.DataFrame:
+    """Cells the sweeps' manifests mark `failed` (with the reason) or still `running` (a job in progress, or one
+    killed before it finished: resuming the sweep reruns it)."""
+    rows = []
+    for f in records_files:
+        for config_hash, e in Manifest(manifest_path(f)).read().items():
+            if e.status != "done":
+                options = ", ".join(f"{k}={v}" for k, v in sorted(e.options.items()))
+                rows.append({"sweep": Path(f).parent.name, "mechanism": e.mechanism, "options": options,
+                             "task": e.task, "status": e.status, "attempts": e.attempts,
+                             "reason": e.error or "", "since": e.updated_at, "overrides": e.overrides,
+                             "config": config_hash})
+    return pd.DataFrame(rows)
+
+
+def to_markdown(records: list[dict], unfinished: pd.DataFrame | None = None) -> str:
     parts = ["# Summary\n", "Mean over depths and samples; columns are context lengths in tokens.\n"]
+    if unfinished is not None and not unfinished.empty:
+        parts.append(f"\n## Cells that did not finish ({len(unfinished)})\n\n"
+                     f"{unfinished.drop(columns='sweep').to_markdown(index=False)}\n")
     for (task, metric), block in summary_table(records).groupby(level=["task", "metric"]):
         block = block.droplevel(["task", "metric"])
         block = block.reindex(ordered(block.index))
@@ -124,7 +143,7 @@ def to_markdown(records: list[dict]) -> str:
 
 
 def write_summary(records_file: Path) -> Path:
-    text = to_markdown(read_records(records_file))
+    text = to_markdown(read_records(records_file), unfinished_table([records_file]))
     out = Path(records_file).with_name("summary.md")
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(text)

@@ -109,8 +109,10 @@ def param_groups(model: Backbone, weight_decay: float, lr: float) -> list[dict[s
     ]
 
 
-def train(model: Backbone, mixture: Mixture, cfg: Any, steps: int, lr: float, desc: str) -> list[float]:
-    """Run `steps` optimizer steps in place; returns the loss curve. Raises TrainingDiverged on NaN/inf."""
+def train(model: Backbone, mixture: Mixture, cfg: Any, steps: int, lr: float, desc: str,
+          nan_at_step: int | None = None) -> list[float]:
+    """Run `steps` optimizer steps in place; returns the loss curve. Raises TrainingDiverged on NaN/inf
+    (`nan_at_step` injects one, to exercise that path end to end)."""
     device = model.embed.weight.device
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, lr), lr=lr, betas=(0.9, 0.95))
     min_len = max(t.min_length() for t in mixture.tasks.values()) + 8
@@ -130,8 +132,10 @@ def train(model: Backbone, mixture: Mixture, cfg: Any, steps: int, lr: float, de
         logits, _ = model(x)
         per_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
         loss = (per_token * w.reshape(-1)).sum() / w.sum()
+        if step + 1 == nan_at_step:  # steps count from 1, as in the logs
+            loss = loss * float("nan")
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"{model.mechanism}: loss became {loss.item()} at step {step} ({desc})")
+            raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step + 1} of {steps}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -208,11 +212,11 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
     mechanism = options["name"]
     mech_options = {k: v for k, v in options.items() if k != "name"}
 
-    def obtain(job: TrainJob, label: str, init_state: dict | None) -> tuple[Backbone, str]:
+    def obtain(job: TrainJob, label: str, init_state: dict | None, nan_at_step: int | None = None):
         key = job.key(train_cfg, tokenizer.fingerprint)
         path = cache / f"{key}.pt"
         model = Backbone(spec, job.mechanism, job.options).to(device)
-        if path.exists():
+        if path.exists() and nan_at_step is None:  # an injected fault must happen, not be read from the cache
             try:
                 state = load_checkpoint(path)["state_dict"]
             except CorruptCheckpoint as e:
@@ -230,7 +234,7 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
         torch.manual_seed(t.seed)
         mixture = Mixture(mixture_tasks, dict(t.mixture), t.seed + (1 if init_state is not None else 0))
         log.info("%s: training %d steps (lr %g) -> %s", label, job.steps, job.lr, path)
-        losses = train(model, mixture, t, job.steps, job.lr, label)
+        losses = train(model, mixture, t, job.steps, job.lr, label, nan_at_step)
         final = sum(losses[-20:]) / max(1, len(losses[-20:]))
         log.info("%s: final loss %.4f", label, final)
         save_checkpoint(model, path, {"job": json.loads(json.dumps(dataclasses.asdict(job))), "final_loss": final})
@@ -238,9 +242,9 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
 
     if t.init == "scratch":
         job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, None)
-        return obtain(job, f"{mechanism} (scratch)", None)
+        return obtain(job, f"{mechanism} (scratch)", None, cfg.inject_nan_at_step)
     torch.manual_seed(t.seed)
     base_job = TrainJob(spec, "full", {}, t.base_steps, t.base_lr, None)
     base, base_key = obtain(base_job, "base (full attention)", None)
     job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, base_key)
-    return obtain(job, f"{mechanism} (from base)", base.state_dict())
+    return obtain(job, f"{mechanism} (from base)", base.state_dict(), cfg.inject_nan_at_step)

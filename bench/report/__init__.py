@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.records import read_records
 from bench.report import dashboard, plots, sanity, tables
-from bench.summary import cells, introspection_table
+from bench.summary import cells, introspection_table, unfinished_table
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
     }
     title = " + ".join(sorted(df["sweep"].unique()))
     sources = [str(f) for f in records_files]
-    page = dashboard.render(df, est, extra, sanity.evaluate_gates(df), figures, out, title, sources)
+    page = dashboard.render(df, est, extra, sanity.evaluate_gates(df), figures, out, title, sources,
+                            unfinished_table(records_files))
     log.info("report: %d tables, %d figures -> %s", len(written), len(figures), page)
     return page
 

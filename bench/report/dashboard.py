@@ -32,7 +32,8 @@ def _html_table(table: pd.DataFrame) -> str:
 
 
 def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], gates: list[Gate],
-           figures: list[Path], out: Path, title: str, sources: list[str]) -> Path:
+           figures: list[Path], out: Path, title: str, sources: list[str],
+           unfinished: pd.DataFrame | None = None) -> Path:
     tables = [
         {"title": f"{task} — {metric}", "html": _html_table(wide(est, task, metric, ("<b>", "</b>")))}
         for task, metric in est[["task", "metric"]].drop_duplicates().itertuples(index=False)
@@ -53,6 +54,8 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
         n_configs=df["config_hash"].nunique(), n_records=len(df),
         created_range=f"{created[0]} – {created[-1]}" if created else "?",
         packages=[(p, _version(p)) for p in PACKAGES],
+        unfinished=jinja2.utils.markupsafe.Markup(unfinished.to_html(index=False, classes="sortable", border=0))
+        if unfinished is not None and not unfinished.empty else None,
     )
     path = out / "index.html"
     tmp = path.with_suffix(".html.tmp")

@@ -1,0 +1,93 @@
+"""Check a whole command line before any job starts: expand the sweep the way Hydra's basic sweeper will, compose
+every job's config and validate it, so an impossible cell fails the sweep at once in one line naming the key —
+not after hours of training the cells before it, and not as a multi-line Hydra or OmegaConf trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
+
+from mechanisms.base import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def hydra_handles_itself(argv: list[str]) -> bool:
+    """Flags other than --multirun (--help, --cfg job, --info, ...) are Hydra's own business."""
+    return any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in argv)
+
+
+def job_configs(argv: list[str]) -> list[DictConfig]:
+    """Each job's composed config, as the basic sweeper will launch them (a plain run is one job)."""
+    args = [a for a in argv if a not in MULTIRUN_FLAGS]
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(args)
+    plain = [a for a, o in zip(args, parsed, strict=True) if not o.is_sweep_override()]
+    top = compose_job(plain, with_hydra=True)
+    multirun = any(a in MULTIRUN_FLAGS for a in argv) or top.hydra.mode == RunMode.MULTIRUN
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun:
+        key = sweeps[0].get_key_element()
+        raise ConfigError(f"{key} lists several values ({sweeps[0].input_line}); add -m to sweep over them")
+    params = [f"{k}={v}" for k, v in (top.hydra.sweeper.get("params") or {}).items()] if multirun else []
+    if not sweeps and not params:  # one job: the composition above is its config
+        with open_dict(top):
+            del top["hydra"]
+        return [top]
+    jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + args), None)[0]
+    return [compose_job(overrides) for overrides in jobs]
+
+
+def compose_job(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=with_hydra)
+
+
+def check(argv: list[str]) -> int:
+    """Validate every job of this command line; returns how many jobs it launches. Raises ConfigError (one line)."""
+    from bench.config import validate
+    from bench.run import build_task, make_tokenizer
+
+    if hydra_handles_itself(argv):
+        return 0
+    quiet = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # warnings come again, in the job's own log, if the config is valid
+    try:
+        jobs = job_configs(argv)
+        for cfg in jobs:
+            validate(cfg)
+            build_task(cfg, make_tokenizer(cfg))
+    except ConfigError:
+        raise
+    except Exception as e:  # Hydra's and OmegaConf's errors, reduced to their one informative line
+        raise ConfigError(one_line(e)) from None
+    finally:
+        logging.disable(quiet)
+    return len(jobs)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message in one line: its first line, then its cause's (Hydra wraps OmegaConf's error,
+    which holds the reason), the full key OmegaConf reports on a later line, and the options Hydra lists after
+    "Could not find"."""
+    text = str(e).strip() or type(e).__name__
+    line = text.splitlines()[0].strip()
+    options = re.findall(r"^\t(\w+)$", text, flags=re.M)
+    if "Could not find" in line and options:
+        line += f"; known: {', '.join(options)}"
+    cause = e.__cause__
+    if cause is not None and str(cause).strip():
+        line = f"{line.rstrip('.')}: {one_line(cause)}"
+    full_key = re.search(r"full_key: (\S+)", text)
+    if full_key and full_key.group(1) not in line:
+        line += f" ({full_key.group(1)})"
+    return line
