@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup bench test test-all report browser lint clean
+.PHONY: help setup bench test test-all perf report browser lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ test: setup  ## fast tests (what CI runs)
 
 test-all: setup  ## every test, slow ones included
 	$(PY) -m pytest -q
+
+perf: setup  ## time/memory scaling 1K-64K tokens per mechanism -> results/perf/ (summary.md, plots); ~15 min
+	$(PY) -m pip install -q -c constraints.txt -e '.[perf]'
+	$(PY) -m bench.perf
 
 report: setup  ## rebuild results/<SWEEP>/summary.md and report/ (tables, plots, index.html) from records
 	$(PY) -m bench.summary $(or $(SWEEP),default)

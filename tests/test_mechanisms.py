@@ -131,6 +131,29 @@ def test_each_row_sees_exactly_min_t_plus_1_window_keys(window):
         assert len(expected) == min(i + 1, window)
 
 
+@settings(max_examples=40, deadline=None)
+@given(t=st.integers(1, 400), window=st.integers(1, 300), seen=st.integers(0, 700), batch=st.integers(1, 2))
+def test_sliding_window_fast_path_equals_the_exact_path(t, window, seen, batch):
+    """The batched-SDPA fast path against the eager einsum path, outputs, carried state and gradients, in float64,
+    with a chunk that starts `seen` tokens into the stream (buffer partly or wholly filled)."""
+    g = torch.Generator().manual_seed(t * 1000 + window)
+    q, k, v = (torch.randn(batch, 2, t, 8, dtype=torch.float64, generator=g, requires_grad=True) for _ in range(3))
+    state = mechanisms.get("sliding_window")(16, 2, window=window).double().init_state(batch, "cpu", torch.float64)
+    filled = min(seen, window)  # slots of positions before 0 stay zero, as a real stream leaves them
+    state.k[:, :, window - filled:] = torch.randn(batch, 2, filled, 8, dtype=torch.float64, generator=g)
+    state.v[:, :, window - filled:] = torch.randn(batch, 2, filled, 8, dtype=torch.float64, generator=g)
+    positions = torch.arange(seen, seen + t)
+    fast, fast_state = windowed_attention(q, None, k, v, state, positions, window, 0)
+    exact, exact_state = windowed_attention(q, None, k, v, state, positions, window, 0, exact=True)
+    torch.testing.assert_close(fast, exact, atol=1e-12, rtol=0)
+    torch.testing.assert_close(fast_state.k, exact_state.k, atol=0, rtol=0)
+    weights = torch.randn(fast.shape, dtype=torch.float64, generator=g)
+    grads_fast = torch.autograd.grad((fast * weights).sum(), (q, k, v))
+    grads_exact = torch.autograd.grad((exact * weights).sum(), (q, k, v))
+    for a, b in zip(grads_fast, grads_exact, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
 def test_sliding_window_state_is_bounded_and_full_state_grows():
     sw, full = make("sliding_window", {"window": 64, "sinks": 4}), make("full", {})
     sizes = {}

@@ -1,0 +1,87 @@
+"""`make perf` machinery on a tiny configuration: records, targets table and plots are written; the dense-mask
+references compute the same layer as the mechanisms; peak memory sees an allocation. No wall-time assertions."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import mechanisms
+from bench.config import ModelConfig
+from bench.model import BackboneSpec, Block
+from bench.perf import PeakMemory, PerfConfig, measure, validate, write
+from bench.perf_refs import dense_mask_forward
+from bench.records import FIELDS, read_records
+from mechanisms.base import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(tmp_path: Path, **changes) -> PerfConfig:
+    return PerfConfig(**{
+        "mechanisms": {"full": {}, "sliding_window": {"window": 16}, "infini": {"segment": 16},
+                       "bswa": {"block": 8, "mem_blocks": 1}, "fam": {"block": 8, "fam_tokens": 2}},
+        "lengths": [64, 128], "repeats": 1, "layer_d_model": 32, "layer_heads": 2,
+        "model": ModelConfig(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, bpe_vocab_size=64),
+        "stream_chunk": 48, "dense_max_length": 64, "full_max_length": 128, "peer": False, "matmul_size": 64,
+        "results_dir": str(tmp_path), **changes})
+
+
+def test_a_tiny_perf_run_writes_records_targets_and_plots(tmp_path):
+    cfg = tiny(tmp_path)
+    validate(cfg)
+    summary = write(cfg, measure(cfg))
+    rows = read_records(tmp_path / "perf" / "records.jsonl")
+    assert all(tuple(r) == FIELDS and r["task"] == "perf" for r in rows)
+    speed = {(r["mechanism"], r["subtask"], r["context_length"], (r["options"] or {}).get("impl"))
+             for r in rows if r["metric"] == "tokens_per_s"}
+    for m in ("full", "sliding_window", "infini", "bswa", "fam"):
+        for n in (64, 128):
+            assert {(m, "layer", n, None), (m, "model_stream", n, None)} <= speed
+    assert ("sliding_window", "layer", 64, "dense_mask") in speed
+    assert ("sliding_window", "layer", 128, "dense_mask") not in speed  # beyond dense_max_length
+    assert all(r["value"] > 0 and math.isfinite(r["value"]) for r in rows if r["metric"] != "peak_bytes")
+    bounded = {(r["mechanism"], r["context_length"]): r["state_bytes"] for r in rows
+               if r["subtask"] == "model_stream" and r["metric"] == "tokens_per_s"}
+    for m in ("sliding_window", "infini", "bswa", "fam"):
+        assert bounded[m, 64] == bounded[m, 128]
+    assert bounded["full", 128] == 2 * bounded["full", 64]
+    text = summary.read_text()
+    assert "## Targets" in text and "| sliding_window / full kernel tokens/s at 16K" in text
+    assert ("sliding_window", "kernel", 128, None) in speed and ("full", "kernel", 128, None) in speed
+    assert (tmp_path / "perf" / "plots" / "layer_tokens_per_s.png").exists()
+
+
+@pytest.mark.parametrize("name,options", [("sliding_window", {"window": 5}), ("bswa", {"block": 4, "mem_blocks": 1}),
+                                          ("bswa", {"block": 6, "mem_blocks": 2})])
+def test_dense_mask_references_compute_the_same_layer(name, options):
+    torch.manual_seed(0)
+    block = Block(BackboneSpec(64, 16, 1, 2, 48), mechanisms.build(name, 16, 2, **options)).double()
+    x = torch.randn(2, 37, 16, dtype=torch.float64)
+    state = block.mixer.init_state(2, "cpu", torch.float64)
+    ours, _ = block(x, state, torch.arange(37))
+    torch.testing.assert_close(dense_mask_forward(block, name, options, x), ours, atol=1e-12, rtol=0)
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory(torch.device("cpu")) as mem:
+        big = torch.ones(16 * 2**20)  # 64 MiB, touched
+        del big
+    if mem.peak is None:
+        pytest.skip("no /proc/self/clear_refs here")
+    assert mem.peak >= 60 * 2**20
+
+
+def test_perf_config_is_typed_and_validated(tmp_path):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("perf", overrides=["lengths=[64]"]))
+        assert isinstance(cfg, PerfConfig) and cfg.lengths == [64]
+        with pytest.raises(Exception, match="lenghts"):
+            compose("perf", overrides=["lenghts=[64]"])
+    for bad in ({"mechanisms": {"nope": {}}}, {"mechanisms": {"rag": {}}}, {"lengths": []},
+                {"mechanisms": {"sliding_window": {"window": 0}}}, {"repeats": 0}):
+        with pytest.raises(ConfigError):
+            validate(tiny(tmp_path, **bad))
