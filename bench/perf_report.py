@@ -32,7 +32,14 @@ def frame(records_file: Path) -> pd.DataFrame:
 def pivot(df: pd.DataFrame, subtask: str, metric: str, scale: float = 1.0) -> pd.DataFrame:
     sub = df[(df["subtask"] == subtask) & (df["metric"] == metric)]
     table = sub.pivot_table(index="label", columns="context_length", values="value", aggfunc="first") / scale
+    table.columns = [int(c) for c in table.columns]
     return table.reindex(ordered(table.index))
+
+
+def markdown(table: pd.DataFrame, fmt: str) -> str:
+    """Blank where a length was not measured (e.g. dense-mask references beyond dense_max_length)."""
+    text = table.map(lambda x: "" if pd.isna(x) else format(x, fmt))
+    return text.to_markdown(colalign=("left",) + ("right",) * len(text.columns))
 
 
 def value(df: pd.DataFrame, lab: str, subtask: str, metric: str, length: int | None) -> float | None:
@@ -118,19 +125,17 @@ def write_report(records_file: Path) -> Path:
         f"fp32 matmul: {value(df, 'matmul', 'hardware', 'gflops', None):.1f} GFLOP/s.\n",
         "\n## Targets\n\n", targets(df).to_markdown(index=False), "\n",
         "\n## One layer, whole sequence in one call: tokens/s\n\n",
-        pivot(df, "layer", "tokens_per_s").to_markdown(floatfmt=".0f"), "\n",
+        markdown(pivot(df, "layer", "tokens_per_s"), ".0f"), "\n",
         "\n## Default model, streamed in chunks: tokens/s\n\n",
-        pivot(df, "model_stream", "tokens_per_s").to_markdown(floatfmt=".0f"), "\n",
+        markdown(pivot(df, "model_stream", "tokens_per_s"), ".0f"), "\n",
         "\n## Default model, streamed: peak memory above baseline (MiB)\n\n",
-        pivot(df, "model_stream", "peak_bytes", MiB).to_markdown(floatfmt=".1f"), "\n",
+        markdown(pivot(df, "model_stream", "peak_bytes", MiB), ".1f"), "\n",
         "\n## Default model, streamed: carried state (bytes)\n\n",
-        df[(df["subtask"] == "model_stream") & (df["metric"] == "tokens_per_s")]
-        .pivot_table(index="label", columns="context_length", values="state_bytes", aggfunc="first")
-        .to_markdown(floatfmt=".0f"), "\n",
+        markdown(pivot(df.assign(value=df["state_bytes"]), "model_stream", "tokens_per_s"), ".0f"), "\n",
         "\n## Attention kernels alone (rotated q, k, v in; no projections): tokens/s\n\n",
-        pivot(df, "kernel", "tokens_per_s").to_markdown(floatfmt=".0f"), "\n",
+        markdown(pivot(df, "kernel", "tokens_per_s"), ".0f"), "\n",
         "\n## Full attention SDPA kernel: GFLOP/s (causal FLOPs 4·T²·d/2 per head)\n\n",
-        pivot(df, "kernel", "gflops").to_markdown(floatfmt=".1f"), "\n",
+        markdown(pivot(df, "kernel", "gflops"), ".1f"), "\n",
         "\n## Figures\n\n", *(f"![{p.stem}](plots/{p.name})\n" for p in figures if p.suffix == ".png"),
     ]
     summary = out / "summary.md"

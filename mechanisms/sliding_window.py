@@ -81,6 +81,7 @@ class SlidingWindowAttention(Mechanism):
 
 
 FAST_BLOCK = 128  # query block of the fast path (measured: 64-256 are within noise of each other at W=512)
+FAST_GROUP = 32  # query blocks per SDPA call (measured: all blocks at once fell from 110K to 76K tokens/s at 64K)
 
 
 def windowed_attention(
@@ -147,18 +148,24 @@ def _banded_sdpa(q: Tensor, k: Tensor, v: Tensor, state: WindowState, p0: int, w
     k_ctx = torch.cat([state.k, k, k.new_zeros(b, h, pad, dh)], dim=2)  # index i holds position p0 - W + i
     v_ctx = torch.cat([state.v, v, v.new_zeros(b, h, pad, dh)], dim=2)
 
-    def rows(ctx: Tensor) -> Tensor:  # (B, H, W + nb*Bq, Dh) -> (B*nb, H, span, Dh)
-        return ctx[:, :, 1:].unfold(2, span, block).permute(0, 2, 1, 4, 3).reshape(b * n_blocks, h, span, dh)
+    def rows(ctx: Tensor, g: int) -> Tensor:  # (B, H, W + g*Bq, Dh) -> (B*g, H, span, Dh)
+        return ctx[:, :, 1:].unfold(2, span, block).permute(0, 2, 1, 4, 3).reshape(b * g, h, span, dh)
 
-    q_rows = torch.cat([q, q.new_zeros(b, h, pad, dh)], dim=2).view(b, h, n_blocks, block, dh)
-    q_rows = q_rows.transpose(1, 2).reshape(b * n_blocks, h, block, dh)
+    q_pad = torch.cat([q, q.new_zeros(b, h, pad, dh)], dim=2)
     local_k = torch.arange(span, device=q.device)
     lag = local_k[None, :] - torch.arange(block, device=q.device)[:, None]
     band = (lag >= 0) & (lag <= w - 1)
-    exists = p0 - w + 1 + torch.arange(n_blocks, device=q.device)[:, None] * block + local_k[None, :] >= 0
-    mask = (band[None] & exists[:, None, :]).unsqueeze(1).repeat(b, 1, 1, 1)  # (B*nb, 1, Bq, span)
-    y = F.scaled_dot_product_attention(q_rows, rows(k_ctx), rows(v_ctx), attn_mask=mask)
-    y = y.view(b, n_blocks, h, block, dh).transpose(1, 2).reshape(b, h, n_blocks * block, dh)[:, :, :t]
+    outputs = []
+    for first in range(0, n_blocks, FAST_GROUP):  # bounded working set: the key rows are copies, W/Bq + 1 each
+        g = min(FAST_GROUP, n_blocks - first)
+        lo, hi = first * block, (first + g) * block
+        q_rows = q_pad[:, :, lo:hi].reshape(b, h, g, block, dh).transpose(1, 2).reshape(b * g, h, block, dh)
+        exists = p0 - w + 1 + torch.arange(first, first + g, device=q.device)[:, None] * block + local_k >= 0
+        mask = (band[None] & exists[:, None, :]).unsqueeze(1).repeat(b, 1, 1, 1)  # (B*g, 1, Bq, span)
+        k_rows, v_rows = rows(k_ctx[:, :, lo:hi + w], g), rows(v_ctx[:, :, lo:hi + w], g)
+        y = F.scaled_dot_product_attention(q_rows, k_rows, v_rows, attn_mask=mask)
+        outputs.append(y.view(b, g, h, block, dh).transpose(1, 2).reshape(b, h, g * block, dh))
+    y = torch.cat(outputs, dim=2)[:, :, :t]
     keep_k, keep_v = torch.cat([state.k, k], dim=2)[:, :, -w:], torch.cat([state.v, v], dim=2)[:, :, -w:]
     return y, WindowState(keep_k, keep_v, state.sink_k, state.sink_v)
 
