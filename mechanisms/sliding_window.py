@@ -7,7 +7,8 @@ Computed block-banded, never with a T x T mask: queries are cut into blocks of B
 Bq + W - 1 candidate keys, so time and memory are O(T * W). Two implementations: the exact eager path (einsum +
 masked softmax, Bq = min(W, T), also handling sinks) and the fast path used without sinks (every block is one
 batch row of a single SDPA call with a shared band mask, Bq = 128: measured 3-4x faster than the einsum path at
-4K-16K tokens, W=512, on CPU); tests hold the fast path to the exact one. Between chunks the state is a rolling
+4K-16K tokens, W=512, on CPU, and 1.8x faster than compiled flex_attention with a window block mask); tests
+hold the fast path to the exact one. Between chunks the state is a rolling
 buffer of exactly W keys/values (the last W tokens) plus `sinks` sink slots, pre-allocated so `state_nbytes`
 never changes with context length.
 
