@@ -22,11 +22,11 @@ def visible(name: str, options: dict[str, Any], length: int, device: torch.devic
     i = torch.arange(length, device=device)[:, None]
     j = torch.arange(length, device=device)[None, :]
     causal = j <= i
+    o = mechanisms.options(name, **options)  # the mechanism's own defaults for what `options` leaves out
     if name == "sliding_window":
-        return causal & (i - j < options.get("window", 64))
+        return causal & (i - j < o.window)
     if name == "bswa":
-        block = options.get("block", 32)
-        return causal & (j // block >= i // block - options.get("mem_blocks", 1))
+        return causal & (j // o.block >= i // o.block - o.mem_blocks)
     raise ValueError(f"no dense-mask reference for {name}")
 
 
