@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 import mechanisms
 import tasks
 from mechanisms.base import ConfigError
+from tasks.corpus import SOURCES, corpus_options
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    mixture: dict[str, float] = field(default_factory=lambda: {"passkey": 1.0})
+    mixture: dict[str, float] = field(default_factory=lambda: {"passkey": 1.0})  # task name -> weight
     seed: int = 1234  # training data and init; evaluation seeds are drawn from a disjoint range
 
 
@@ -76,6 +77,7 @@ class LoggerConfig:
 class Config:
     mechanism: Any = MISSING
     task: Any = MISSING
+    corpus: Any = MISSING  # the text perplexity, the training mixture and long-QA filler read (tasks/corpus.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -95,6 +97,8 @@ def register_configs() -> None:
         cs.store(group="schema/mechanism", name=name, node=mechanisms.get(name).Options)
     for name in tasks.names():
         cs.store(group="schema/task", name=name, node=tasks.get(name).Options)
+    for source, options in SOURCES.items():
+        cs.store(group="schema/corpus", name=source, node=options)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -107,6 +111,7 @@ def validate(cfg: DictConfig) -> None:
                     cfg.train.train_length, cfg.train.train_length // unit, unit, MIN_UNITS_PER_SEQUENCE)
     task = tasks.get(cfg.task.name)
     task.Options(**OmegaConf.to_container(cfg.task, resolve=True)).validate()
+    corpus_options(OmegaConf.to_container(cfg.corpus, resolve=True)).validate()
     m, t, e = cfg.model, cfg.train, cfg.eval
     _positive(m, "model", "d_model", "n_layers", "n_heads", "mlp_hidden")
     if m.d_model % m.n_heads:

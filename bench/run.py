@@ -24,7 +24,8 @@ from bench.preflight import one_line
 from bench.tokenizer import BPETokenizer, ByteTokenizer
 from bench.train import trained_model
 from mechanisms.base import ConfigError
-from tasks.base import CellResult
+from tasks.base import CellResult, TaskData
+from tasks.corpus import load_corpus
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def task_data(cfg: DictConfig) -> TaskData:
+    return TaskData(load_corpus(OmegaConf.to_container(cfg.corpus, resolve=True), cfg.cache_dir), Path(cfg.cache_dir))
+
+
 def make_tokenizer(cfg: DictConfig):
+    """Bytes, or a BPE learned from the tasks' fixed text and the corpus's train split (cached by content)."""
     if cfg.model.tokenizer == "byte":
         return ByteTokenizer()
     texts = [t for name in tasks.names() for t in tasks.get(name).tokenizer_texts()]
+    texts.append(task_data(cfg).corpus.sample_text())
     return BPETokenizer.cached(texts, cfg.model.bpe_vocab_size, Path(cfg.cache_dir))
 
 
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:
     """What determines a cell's results; its hash keys the cell (timing/location fields excluded)."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    identity = {k: c[k] for k in ("mechanism", "task", "model", "train", "eval")}
+    identity = {k: c[k] for k in ("mechanism", "task", "corpus", "model", "train", "eval")}
     if c["inject_nan_at_step"] is not None:  # a fault-injection run is its own cell; others keep their hashes
         identity["inject_nan_at_step"] = c["inject_nan_at_step"]
     return identity
@@ -65,11 +72,11 @@ def model_and_lm(cfg: DictConfig, spec: BackboneSpec, tokenizer, options: dict[s
     run uses — so retrieval is compared on equal weights."""
     name = options["name"]
     if not mechanisms.is_model_level(name):
-        model, checkpoint = trained_model(cfg, spec, tokenizer, options)
+        model, checkpoint = trained_model(cfg, spec, tokenizer, options, task_data(cfg))
         return model, checkpoint, StreamingLM(model, tokenizer, cfg.eval.chunk_size)
     cls = mechanisms.get(name)
     reader_options = dataclasses.asdict(mechanisms.options(cls.reader_mechanism))
-    model, checkpoint = trained_model(cfg, spec, tokenizer, reader_options)
+    model, checkpoint = trained_model(cfg, spec, tokenizer, reader_options, task_data(cfg))
     reader = StreamingLM(model, tokenizer, cfg.eval.chunk_size)
     return model, checkpoint, cls(reader, **{k: v for k, v in options.items() if k != "name"})
 
@@ -84,7 +91,7 @@ def job_overrides() -> str:
 def build_task(cfg: DictConfig, tokenizer):
     """The task object, refusing context lengths that cannot hold the task's fixed text."""
     task_options = tasks.get(cfg.task.name).Options(**OmegaConf.to_container(cfg.task, resolve=True))
-    task = tasks.get(cfg.task.name)(task_options, tokenizer)
+    task = tasks.get(cfg.task.name)(task_options, tokenizer, task_data(cfg))
     too_short = [n for n in cfg.eval.lengths if n < task.min_length()]
     if too_short:
         raise ConfigError(f"eval.lengths {too_short} are shorter than the {cfg.task.name} task's fixed text "

@@ -73,10 +73,12 @@ def labelled(records: list[dict]) -> pd.DataFrame:
 
 
 def cells(records: list[dict]) -> pd.DataFrame:
-    """Evaluation cells only (records with a context length), lengths as ints."""
+    """Evaluation cells only (records with a context length), lengths as ints. A task's subtasks (long-QA
+    families, whole-document perplexity) are never averaged together: `task` becomes `<task>/<subtask>`."""
     df = labelled(records)
-    df = df[df["context_length"].notna()]
-    return df.astype({"context_length": int})
+    df = df[df["context_length"].notna()].astype({"context_length": int})
+    sub = df["subtask"].notna() if "subtask" in df else pd.Series(False, index=df.index)
+    return df.assign(task=df["task"].where(~sub, df["task"] + "/" + df["subtask"].astype(str)))
 
 
 def summary_table(records: list[dict]) -> pd.DataFrame:
@@ -122,12 +124,13 @@ def unfinished_table(records_files: list[Path]) -> pd.DataFrame:
 
 
 def to_markdown(records: list[dict], unfinished: pd.DataFrame | None = None) -> str:
-    parts = ["# Summary\n", "Mean over depths and samples; columns are context lengths in tokens.\n"]
+    parts = ["# Summary\n", "Mean over depths and samples; columns are context lengths in tokens (for perplexity: "
+             "the end of each position bucket; for `perplexity/overall`: the longest document scored).\n"]
     if unfinished is not None and not unfinished.empty:
         parts.append(f"\n## Cells that did not finish ({len(unfinished)})\n\n"
                      f"{unfinished.drop(columns='sweep').to_markdown(index=False)}\n")
     for (task, metric), block in summary_table(records).groupby(level=["task", "metric"]):
-        block = block.droplevel(["task", "metric"])
+        block = block.droplevel(["task", "metric"]).dropna(axis=1, how="all")
         block = block.reindex(ordered(block.index))
         parts.append(f"\n## {task} — {metric}\n\n{block.to_markdown(floatfmt='.3f')}\n")
     by_depth = depth_table(records)

@@ -27,10 +27,10 @@ import tasks
 from bench.hashing import content_hash
 from bench.model import Backbone, BackboneSpec
 from mechanisms.base import ConfigError, Mechanism
-from tasks.base import Task, train_rng
+from tasks.base import Task, TaskData, train_rng
 
 log = logging.getLogger(__name__)
-DATA_VERSION = "mixture-v1"  # bump when a training stream's format changes: invalidates cached checkpoints
+DATA_VERSION = "mixture-v2"  # bump when a training stream's format changes: invalidates cached checkpoints
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,8 +48,9 @@ class TrainJob:
     lr: float
     init_from: str | None  # hash of the checkpoint it continues from, if any
 
-    def key(self, train_cfg: dict[str, Any], tokenizer_fingerprint: str) -> str:
-        return content_hash([dataclasses.asdict(self), train_cfg, tokenizer_fingerprint, DATA_VERSION], 20)
+    def key(self, train_cfg: dict[str, Any], tokenizer_fingerprint: str, corpus_hash: str) -> str:
+        return content_hash([dataclasses.asdict(self), train_cfg, tokenizer_fingerprint, corpus_hash, DATA_VERSION],
+                            20)
 
 
 class Mixture:
@@ -202,18 +203,21 @@ def transfer_weights(model: Backbone, base_state: dict[str, torch.Tensor]) -> li
     return list(result.missing_keys)
 
 
-def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[str, Any]) -> tuple[Backbone, str]:
-    """The model for this run, from the checkpoint cache or trained now; returns (model, checkpoint key)."""
+def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[str, Any], data: TaskData
+                  ) -> tuple[Backbone, str]:
+    """The model for this run, from the checkpoint cache or trained now; returns (model, checkpoint key). The
+    mixture's tasks draw with their default options; those that read text read `data`'s corpus."""
     t = cfg.train
     train_cfg = {k: v for k, v in dict(t).items() if k not in ("steps", "base_steps", "lr", "base_lr", "init")}
-    mixture_tasks = {name: tasks.get(name)(tasks.get(name).Options(name=name), tokenizer) for name in t.mixture}
+    mixture_tasks = {name: tasks.get(name)(tasks.get(name).Options(name=name), tokenizer, data)
+                     for name in t.mixture}
     cache = Path(cfg.cache_dir) / "checkpoints"
     device = torch.device(cfg.device)
     mechanism = options["name"]
     mech_options = {k: v for k, v in options.items() if k != "name"}
 
     def obtain(job: TrainJob, label: str, init_state: dict | None, nan_at_step: int | None = None):
-        key = job.key(train_cfg, tokenizer.fingerprint)
+        key = job.key(train_cfg, tokenizer.fingerprint, data.corpus.hash)
         path = cache / f"{key}.pt"
         model = Backbone(spec, job.mechanism, job.options).to(device)
         if path.exists() and nan_at_step is None:  # an injected fault must happen, not be read from the cache

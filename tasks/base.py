@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 from typing import Any, ClassVar
 
 from mechanisms.base import ConfigError
@@ -36,12 +37,27 @@ class CellResult:
     data_hash: str | None = None
 
 
+@dataclasses.dataclass
+class TaskData:
+    """What tasks that read real text need besides their options: the sweep's corpus (tasks/corpus.py) and where
+    generated data is cached."""
+
+    corpus: Any  # tasks.corpus.Corpus
+    cache_dir: Path
+
+
 class Task:
     name: ClassVar[str]
     Options: ClassVar[type[TaskOptions]]
 
-    def __init__(self, options: TaskOptions, tokenizer: Any) -> None:
-        self.options, self.tokenizer = options, tokenizer
+    def __init__(self, options: TaskOptions, tokenizer: Any, data: TaskData | None = None) -> None:
+        self.options, self.tokenizer, self._data = options, tokenizer, data
+
+    @property
+    def data(self) -> TaskData:
+        if self._data is None:
+            raise ConfigError(f"the {self.name} task reads the corpus: construct it with a TaskData")
+        return self._data
 
     @classmethod
     def tokenizer_texts(cls) -> list[str]:

@@ -14,7 +14,7 @@ import time
 from bench.hashing import content_hash
 from bench.tokenizer import Tokenizer
 from mechanisms.base import ConfigError
-from tasks.base import CellResult, Task, TaskOptions, eval_rng
+from tasks.base import CellResult, Task, TaskData, TaskOptions, eval_rng
 from tasks.registry import register
 
 INSTRUCTION = (
@@ -120,8 +120,8 @@ class PasskeyTask(Task):
     name = "passkey"
     Options = PasskeyOptions
 
-    def __init__(self, options: PasskeyOptions, tokenizer: Tokenizer) -> None:
-        super().__init__(options, tokenizer)
+    def __init__(self, options: PasskeyOptions, tokenizer: Tokenizer, data: TaskData | None = None) -> None:
+        super().__init__(options, tokenizer, data)
         self.builder = PasskeyBuilder(tokenizer)
 
     @classmethod

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import corpus_cache
 import pytest
 
 from bench.records import FIELDS
@@ -13,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    corpus_cache.seed(tmp_path / "cache")
     cmd = [sys.executable, "-m", "bench", *overrides, f"results_dir={tmp_path / 'results'}",
            f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'out'}",
            f"hydra.sweep.dir={tmp_path / 'multirun'}"]
@@ -25,19 +27,34 @@ def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
     path = tmp_path / "results" / "smoke" / "records.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert {r["mechanism"] for r in rows} == {"full", "sliding_window", "infini", "bswa", "fam", "rag"}
-    assert all(tuple(r) == FIELDS and r["sweep"] == "smoke" and r["task"] == "passkey" for r in rows)
+    assert all(tuple(r) == FIELDS and r["sweep"] == "smoke" for r in rows)
+    assert {(r["mechanism"], r["task"]) for r in rows} == {
+        (m, t) for m in ("full", "sliding_window", "infini", "bswa", "fam", "rag")
+        for t in ("passkey", "perplexity", "longqa")}
     cells = [r for r in rows if r["context_length"] is not None]
     for r in cells:
-        assert r["state_bytes"] > 0 and r["tokens_per_s"] > 0 and 0 <= r["value"] <= 1 and r["depth"] is not None
-    assert {r["context_length"] for r in cells} == {80, 96}
-    assert {r["metric"] for r in cells if r["mechanism"] == "rag"} == {"exact_match", "digit_accuracy",
-                                                                        "retrieval_recall"}
+        assert r["state_bytes"] > 0 and r["tokens_per_s"] > 0 and r["data_hash"]
+    passkey = [r for r in cells if r["task"] == "passkey"]
+    assert all(0 <= r["value"] <= 1 and r["depth"] is not None for r in passkey)
+    assert {r["context_length"] for r in passkey} == {120, 128}
+    assert {r["metric"] for r in passkey if r["mechanism"] == "rag"} == {"exact_match", "digit_accuracy",
+                                                                          "retrieval_recall"}
+    longqa = [r for r in cells if r["task"] == "longqa"]
+    assert {r["subtask"] for r in longqa} == {"single_fact", "two_facts", "three_facts", "multikey",
+                                              "variable_tracking"}
+    assert {r["context_length"] for r in longqa} == {120, 128} and all(0 <= r["value"] <= 1 for r in longqa)
+    buckets = [r for r in cells if r["task"] == "perplexity" and r["subtask"] is None]
+    assert {r["metric"] for r in buckets} == {"ppl"} and all(r["value"] > 1 for r in buckets)
+    assert max(r["context_length"] for r in buckets) > 128  # beyond the training length
+    whole = {r["metric"] for r in cells if r["task"] == "perplexity" and r["subtask"] == "overall"}
+    assert whole == {"ppl", "nll", "bits_per_byte"}
     stats = {(r["mechanism"], r["subtask"], r["metric"]) for r in rows if r["context_length"] is None}
     assert stats == {(m, f"layer{i}", metric) for i in (0, 1) for m, metric in [
         ("infini", "gate_memory_weight"), ("infini", "gate_memory_weight_std"), ("fam", "fam_attention_share")]}
     summary_md = (tmp_path / "results" / "smoke" / "summary.md").read_text()
-    assert "## passkey — exact_match by needle depth at 96 tokens" in summary_md
-    assert summary_md.count("| sliding_window |") == 4  # two metric tables + two depth tables
+    for heading in ("## passkey — exact_match by needle depth at 128 tokens", "## longqa/single_fact — exact_match",
+                    "## perplexity — ppl", "## perplexity/overall — bits_per_byte"):
+        assert heading in summary_md
     window_rows = [r for r in rows if r["mechanism"] == "sliding_window"]
     assert {r["options"]["window"] for r in window_rows} == {64}
 

@@ -9,14 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import corpus_cache
+
 from bench.manifest import Manifest
 from bench.records import FIELDS, append_records, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEEP = ["-m", "sweep=smoke", "mechanism=full,sliding_window,infini", "eval.seed=0,1"]  # 6 cells
+SWEEP = ["-m", "sweep=smoke", "task=passkey", "mechanism=full,sliding_window,infini", "eval.seed=0,1"]  # 6 cells
 
 
 def command(root: Path, *overrides: str) -> list[str]:
+    corpus_cache.seed(root / "cache")
     return [sys.executable, "-m", "bench", *overrides, f"results_dir={root / 'results'}",
             f"cache_dir={root / 'cache'}", f"hydra.sweep.dir={root / 'multirun'}", f"hydra.run.dir={root / 'run'}"]
 
@@ -70,20 +73,20 @@ def test_a_sweep_killed_at_random_points_resumes_to_the_uninterrupted_records(tm
 
 
 def test_a_resumed_sweep_runs_only_missing_cells_and_force_replaces_them(tmp_path):
-    first = run(tmp_path, "-m", "sweep=smoke", "mechanism=sliding_window", "eval.seed=0,1")
+    first = run(tmp_path, "-m", "sweep=smoke", "task=passkey", "mechanism=sliding_window", "eval.seed=0,1")
     assert first.returncode == 0, first.stderr[-3000:]
     records_file = tmp_path / "results" / "smoke" / "records.jsonl"
     before = read_records(records_file)
     cells = {r["config_hash"] for r in before}
     assert len(cells) == 2
 
-    more = run(tmp_path, "-m", "sweep=smoke", "mechanism=sliding_window", "eval.seed=0,1,2")
+    more = run(tmp_path, "-m", "sweep=smoke", "task=passkey", "mechanism=sliding_window", "eval.seed=0,1,2")
     assert more.returncode == 0, more.stderr[-3000:]
     assert (more.stdout + more.stderr).count("skipping") == 2
     after = read_records(records_file)
     assert after[:len(before)] == before and len({r["config_hash"] for r in after}) == 3
 
-    forced = run(tmp_path, "-m", "sweep=smoke", "mechanism=sliding_window", "eval.seed=0", "force=true")
+    forced = run(tmp_path, "-m", "sweep=smoke", "task=passkey", "mechanism=sliding_window", "eval.seed=0", "force=true")
     assert forced.returncode == 0, forced.stderr[-3000:]
     redone = read_records(records_file)
     assert len(redone) == len(after)  # replaced, not appended
@@ -93,7 +96,7 @@ def test_a_resumed_sweep_runs_only_missing_cells_and_force_replaces_them(tmp_pat
 
 
 def test_a_nan_loss_fails_its_cell_and_the_sweep_goes_on(tmp_path):
-    done = run(tmp_path, "-m", "sweep=smoke", "mechanism=sliding_window", "inject_nan_at_step=1,null")
+    done = run(tmp_path, "-m", "sweep=smoke", "task=passkey", "mechanism=sliding_window", "inject_nan_at_step=1,null")
     assert done.returncode == 3
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -113,7 +116,7 @@ def test_a_nan_loss_fails_its_cell_and_the_sweep_goes_on(tmp_path):
     page = build_report([results / "records.jsonl"], tmp_path / "report").read_text()
     assert "Cells that did not finish" in page and "loss is nan at step 1 of 2" in page
 
-    single = run(tmp_path, "sweep=smoke", "hydra.mode=RUN", "mechanism=full", "inject_nan_at_step=2")
+    single = run(tmp_path, "sweep=smoke", "task=passkey", "hydra.mode=RUN", "mechanism=full", "inject_nan_at_step=2")
     assert single.returncode == 3 and "Traceback" not in single.stderr
     assert single.stderr.strip().splitlines()[-1] == ("error: training diverged: full (from base): loss is nan at "
                                                       "step 2 of 2")

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.report.palette import colour, ordered, style  # noqa: E402
-from bench.report.tables import higher_is_better  # noqa: E402
+from bench.report.tables import file_stem, higher_is_better  # noqa: E402
 from bench.summary import DEPTH_METRIC  # noqa: E402
 
 SPAN_OPTIONS = ("window", "segment", "block")  # options that set a mechanism's local span, marked on length axes
@@ -22,6 +22,7 @@ SPAN_OPTIONS = ("window", "segment", "block")  # options that set a mechanism's 
 
 def save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    name = file_stem(name)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     for p in paths:  # no timestamps and fixed SVG ids: regenerating unchanged records gives unchanged files
         fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
@@ -98,6 +99,8 @@ def perplexity_by_position(est: pd.DataFrame, out: Path) -> list[Path]:
     sub = est[est["metric"] == "ppl"]
     paths = []
     for task, s in sub.groupby("task"):
+        if s["context_length"].nunique() < 2:  # whole-document perplexity: one point, nothing to plot
+            continue
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         labels = ordered(s["mechanism"])
         _lines(ax, s, "context_length", "mean", labels)

@@ -28,15 +28,39 @@ def _mean(cells: pd.DataFrame) -> float:
     return float((cells["value"] * cells["n"]).sum() / cells["n"].sum())
 
 
-def full_in_length(df: pd.DataFrame, threshold: float = 0.95) -> Gate:
-    name = f"full attention retrieves passkeys within its training length (exact match >= {threshold})"
+def _full_scores_in_length(df: pd.DataFrame, task: str, threshold: float, name: str) -> Gate:
+    """Full attention's mean exact match on `task` at context lengths within its training length."""
     cells = _base(df, "full")
-    cells = cells[(cells["task"] == "passkey") & (cells["metric"] == "exact_match")
+    cells = cells[(cells["task"] == task) & (cells["metric"] == "exact_match")
                   & (cells["context_length"] <= cells["train_length"])]
     if cells.empty:
-        return Gate(name, "n/a", "no in-length passkey cells for full")
+        return Gate(name, "n/a", f"no in-length {task} cells for full")
     score = _mean(cells)
     return Gate(name, "pass" if score >= threshold else "fail", f"{score:.3f} over {int(cells['n'].sum())} samples")
+
+
+def full_in_length(df: pd.DataFrame, threshold: float = 0.95) -> Gate:
+    return _full_scores_in_length(
+        df, "passkey", threshold,
+        f"full attention retrieves passkeys within its training length (exact match >= {threshold})")
+
+
+def full_single_fact(df: pd.DataFrame, threshold: float = 0.8) -> Gate:
+    return _full_scores_in_length(
+        df, "longqa/single_fact", threshold,
+        f"full attention answers single-fact long-QA within its training length (exact match >= {threshold})")
+
+
+def perplexity_finite_beyond_training(df: pd.DataFrame) -> Gate:
+    name = "bounded mechanisms keep a finite perplexity in position buckets beyond the training length"
+    cells = df[(df["task"] == "perplexity") & (df["metric"] == "ppl") & (df["context_length"] > df["train_length"])]
+    cells = cells[[base_name(label) not in BOUNDED_EXCEPT for label in cells["mechanism"]]]
+    if cells.empty:
+        return Gate(name, "n/a", "no perplexity buckets beyond the training length")
+    bad = sorted({f"{r.mechanism} @ {r.context_length}" for r in cells.itertuples()
+                  if not 0 < r.value < float("inf")})
+    summary = f"{len(cells)} buckets of {cells['mechanism'].nunique()} mechanisms, worst ppl {cells['value'].max():.2f}"
+    return Gate(name, "fail" if bad else "pass", "; ".join(bad) or summary)
 
 
 def window_blind_far_back(df: pd.DataFrame, threshold: float = 0.1) -> Gate:
@@ -67,4 +91,5 @@ def bounded_state(df: pd.DataFrame) -> Gate:
 
 
 def evaluate_gates(df: pd.DataFrame) -> list[Gate]:
-    return [full_in_length(df), window_blind_far_back(df), bounded_state(df)]
+    return [full_in_length(df), full_single_fact(df), window_blind_far_back(df), bounded_state(df),
+            perplexity_finite_beyond_training(df)]

@@ -5,6 +5,7 @@ CSV and LaTeX."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,11 @@ LOWER_IS_BETTER = {"ppl", "bits_per_byte", "nll"}
 REFERENCE = "full"
 
 
+def file_stem(name: str) -> str:
+    """A name usable as a file name: a task label such as `longqa/single_fact` must not become a folder."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
@@ -25,6 +31,8 @@ def estimates(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (task, metric, mech, length), group in df.groupby(["task", "metric", "mechanism", "context_length"]):
         e = estimate(group)
+        if not higher_is_better(metric) and len(group["seed"].unique()) < 2:  # not a [0, 1] score: no Bernoulli CI
+            e = Estimate(e.mean, float("nan"), float("nan"), e.n)
         rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
                      "mean": e.mean, "low": e.low, "high": e.high, "n": e.n})
     return pd.DataFrame(rows)
@@ -102,7 +110,7 @@ def write_tables(df: pd.DataFrame, est: pd.DataFrame, out: Path, threshold: floa
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
     for task, metric in est[["task", "metric"]].drop_duplicates().itertuples(index=False):
-        stem = out / f"{task}_{metric}"
+        stem = out / file_stem(f"{task}_{metric}")
         sub = est[(est["task"] == task) & (est["metric"] == metric)]
         sub.to_csv(stem.with_suffix(".csv"), index=False)
         stem.with_suffix(".md").write_text(wide(est, task, metric, ("**", "**")).to_markdown() + "\n")
