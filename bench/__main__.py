@@ -17,13 +17,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bench.config import register_configs
-from bench.preflight import check, one_line
+from bench.preflight import check
 from bench.train import TrainingDiverged
 from mechanisms.base import ConfigError
 
 register_configs()
 log = logging.getLogger("bench")
-FAILED: list[str] = []  # cells of this sweep that failed in this process (the basic launcher runs jobs here)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -41,27 +40,43 @@ def hydra_main(cfg: DictConfig) -> None:
             print(f"error: training diverged: {e}", file=sys.stderr)
             sys.exit(3)
         log.error("cell failed, the sweep goes on: training diverged: %s", e)
-        FAILED.append(f"{cfg.mechanism.name} / {cfg.task.name}: training diverged: {e}")
-    except Exception as e:
+    except Exception:
         if not sweeping:
             raise
         log.exception("cell %s / %s failed, the sweep goes on", cfg.mechanism.name, cfg.task.name)
-        FAILED.append(f"{cfg.mechanism.name} / {cfg.task.name}: {one_line(e)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        check(argv)
+        jobs = check(argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     hydra_main()
-    if FAILED:
-        print(f"error: {len(FAILED)} cell(s) failed (marked in the sweep's manifest.json): " + "; ".join(FAILED),
+    failed = failed_cells(jobs)
+    if failed:
+        print(f"error: {len(failed)} cell(s) failed (marked in the sweep's manifest.json): " + "; ".join(failed),
               file=sys.stderr)
         return 3
     return 0
+
+
+def failed_cells(jobs: list[DictConfig]) -> list[str]:
+    """The command's cells that the sweep's manifest marks failed. Read from the manifest, not from this process,
+    because launchers such as joblib and submitit run the jobs in other processes (or on other machines)."""
+    from bench.hashing import content_hash
+    from bench.manifest import Manifest, manifest_path
+    from bench.records import records_path
+    from bench.run import cell_identity
+
+    failed = []
+    for cfg in jobs:
+        entry = Manifest(manifest_path(records_path(cfg.results_dir, cfg.sweep_name))).get(
+            content_hash(cell_identity(cfg)))
+        if entry is not None and entry.status == "failed":
+            failed.append(f"{entry.mechanism} / {entry.task}: {entry.error}")
+    return failed
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ class ModelConfig:
     mlp_hidden: int = 384
     tokenizer: str = "bpe"  # bpe (trained on the tasks' text, cached) | byte
     bpe_vocab_size: int = 512
+    path: str = ""  # name=hf: a pretrained causal LM, local folder or hub id (bench/hf.py); its tokenizer is used
+    dtype: str = "float32"  # name=hf: float32 | bfloat16 | float16
+    lora_rank: int = 8  # name=hf with infini / fam / bswa: LoRA on the attention projections (bench/hf_lora.py)
+    lora_alpha: float = 16.0
 
 
 @dataclass
@@ -119,6 +123,19 @@ def validate(cfg: DictConfig) -> None:
     if (m.d_model // m.n_heads) % 2:
         raise ConfigError(f"model.d_model / model.n_heads = {m.d_model // m.n_heads} must be even (RoPE rotates "
                           "pairs of dimensions)")
+    if m.name == "hf":
+        from bench.hf import DTYPES, HF_MECHANISMS
+
+        if not m.path:
+            raise ConfigError("model=hf needs model.path (a local folder or a hub id)")
+        if cfg.mechanism.name not in HF_MECHANISMS:
+            raise ConfigError(f"mechanism={cfg.mechanism.name} is not available on Hugging Face models (available: "
+                              f"{', '.join(HF_MECHANISMS)})")
+        if m.lora_rank < 1 or m.lora_alpha <= 0:
+            raise ConfigError(f"model.lora_rank must be >= 1 and model.lora_alpha > 0, got {m.lora_rank}, "
+                              f"{m.lora_alpha}")
+        if m.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {m.dtype!r}")
     if m.tokenizer not in ("byte", "bpe"):
         raise ConfigError(f"model.tokenizer must be 'byte' or 'bpe', got {m.tokenizer!r}")
     if t.init not in ("base", "scratch"):

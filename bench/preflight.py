@@ -52,15 +52,20 @@ def compose_job(overrides: list[str], with_hydra: bool = False) -> DictConfig:
         return compose("config", overrides=overrides, return_hydra_config=with_hydra)
 
 
-def check(argv: list[str]) -> int:
-    """Validate every job of this command line; returns how many jobs it launches. Raises ConfigError (one line)."""
+def check(argv: list[str]) -> list[DictConfig]:
+    """Validate every job of this command line and return their configs ([] for a command Hydra answers itself,
+    such as --help). Raises ConfigError (one line)."""
     from bench.config import validate
     from bench.run import build_task, make_tokenizer
 
     if hydra_handles_itself(argv):
-        return 0
+        return []
+    import datasets
+
     quiet = logging.root.manager.disable
     logging.disable(logging.WARNING)  # warnings come again, in the job's own log, if the config is valid
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # reading a corpus to check it: a failure must print one line, not bars
     try:
         jobs = job_configs(argv)
         for cfg in jobs:
@@ -72,7 +77,9 @@ def check(argv: list[str]) -> int:
         raise ConfigError(one_line(e)) from None
     finally:
         logging.disable(quiet)
-    return len(jobs)
+        if bars:
+            datasets.enable_progress_bars()
+    return jobs
 
 
 def one_line(e: BaseException) -> str:

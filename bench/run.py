@@ -40,6 +40,10 @@ def task_data(cfg: DictConfig) -> TaskData:
 
 def make_tokenizer(cfg: DictConfig):
     """Bytes, or a BPE learned from the tasks' fixed text and the corpus's train split (cached by content)."""
+    if cfg.model.name == "hf":
+        from bench.hf import load_tokenizer
+
+        return load_tokenizer(cfg.model.path)
     if cfg.model.tokenizer == "byte":
         return ByteTokenizer()
     texts = [t for name in tasks.names() for t in tasks.get(name).tokenizer_texts()]
@@ -71,6 +75,10 @@ def model_and_lm(cfg: DictConfig, spec: BackboneSpec, tokenizer, options: dict[s
     mechanism (RAG) wraps the sweep's own model of its reader mechanism — the same checkpoint that mechanism's
     run uses — so retrieval is compared on equal weights."""
     name = options["name"]
+    if cfg.model.name == "hf":
+        from bench import hf
+
+        return hf.model_and_lm(cfg, tokenizer, options)
     if not mechanisms.is_model_level(name):
         model, checkpoint = trained_model(cfg, spec, tokenizer, options, task_data(cfg))
         return model, checkpoint, StreamingLM(model, tokenizer, cfg.eval.chunk_size)
@@ -169,6 +177,9 @@ def evaluate_cell(cfg: DictConfig, config_hash: str) -> list[dict[str, Any]]:
     t = cfg.train  # the model is its architecture, tokenizer and training budget
     budget = f"base{t.base_steps}+{t.steps}" if t.init == "base" else f"scratch{t.steps}"
     model_name = f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}-{tokenizer.name}{tokenizer.vocab_size}-{budget}"
+    if m.name == "hf":  # pretrained weights, used as they are or with LoRA-trained memory
+        model_name = f"hf-{Path(m.path).name or m.path}" + (f"-lora{m.lora_rank}-{t.steps}" if
+                                                            checkpoint.startswith("hf-lora") else "")
     return [
         {
             "run_id": run_id, "sweep": cfg.sweep_name, "mechanism": mechanism,

@@ -29,8 +29,13 @@ def cached_rows(kind: str, key: Any, build: Callable[[], list[dict[str, Any]]], 
     rows = build()
     if rows:
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # a bar per small save would bury the sweep's own progress
-        datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
+        try:
+            datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
         try:
             os.replace(tmp, path)
         except OSError:  # another job saved the same key first; its copy is identical

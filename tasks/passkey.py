@@ -140,13 +140,17 @@ class PasskeyTask(Task):
         tokens = sample.prompt + sample.answer + [self.tokenizer.eos_id]
         return tokens, [1.0] * (len(tokens) - 1)
 
+    def samples(self, length: int, depth: float, n: int, seed: int) -> list[PasskeySample]:
+        """The `n` evaluation samples of one cell (what `evaluate` scores and `bench.export_lm_eval` writes)."""
+        rng = eval_rng(seed, self.name, length, depth)
+        return [self.builder.build(length, depth, random_key(rng)) for _ in range(n)]
+
     def evaluate(self, lm, lengths: list[int], n: int, seed: int) -> list[CellResult]:
         tok, results = self.tokenizer, []
         for length in lengths:
             state_bytes = lm.state_bytes_after(length)
             for depth in self.options.depths:
-                rng = eval_rng(seed, self.name, length, depth)
-                samples = [self.builder.build(length, depth, random_key(rng)) for _ in range(n)]
+                samples = self.samples(length, depth, n, seed)
                 started = time.perf_counter()
                 outputs = lm.generate_batch([s.prompt for s in samples], self.options.max_new_tokens)
                 elapsed = time.perf_counter() - started

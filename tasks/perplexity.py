@@ -93,15 +93,18 @@ class PerplexityTask(Task):
             return lm.rolling_nll(tokens)
         return torch.cat([lm.rolling_nll(tokens[i : i + window]) for i in range(0, len(tokens), window)])
 
+    def documents(self, n: int) -> list[list[int]]:
+        """The token ids scored: the split's first `n` documents (title order), each cut to the last bucket end."""
+        docs = tokenized_documents(self.data.corpus, self.options.split, self.tokenizer, self.data.cache_dir)[:n]
+        if not docs:
+            raise ConfigError(f"the corpus has no {self.options.split} documents to score")
+        return [d["tokens"][: self.options.buckets[-1]] for d in docs]
+
     def evaluate(self, lm, lengths: list[int], n: int, seed: int) -> list[CellResult]:
         """The first `n` documents of the split (title order), each cut to the last bucket's end. `lengths` (the
         sweep's context lengths) do not apply: the buckets are this task's length grid."""
         o, tok = self.options, self.tokenizer
-        docs = tokenized_documents(self.data.corpus, o.split, tok, self.data.cache_dir)[:n]
-        if not docs:
-            raise ConfigError(f"the corpus has no {o.split} documents to score")
-        limit = o.buckets[-1]
-        texts = [d["tokens"][:limit] for d in docs]
+        texts = self.documents(n)
         started = time.perf_counter()
         scores = [DocumentScore(self.score_document(lm, t), len(tok.decode(t).encode("utf-8"))) for t in texts]
         elapsed = time.perf_counter() - started

@@ -2,23 +2,16 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-import corpus_cache
 import pytest
+import sweeps
 
 from bench.records import FIELDS
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    corpus_cache.seed(tmp_path / "cache")
-    cmd = [sys.executable, "-m", "bench", *overrides, f"results_dir={tmp_path / 'results'}",
-           f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'out'}",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return sweeps.run(tmp_path, *overrides)
 
 
 def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
@@ -87,6 +80,11 @@ def test_scratch_protocol_trains_each_mechanism_without_a_base(tmp_path):
         ("-m mechanism=full,sliding_window mechanism.window=0", "mechanism.window"),  # fails before full runs
         ("+train.lr_typo=1", "train.lr_typo"),
         ("eval.lengths=[40]", "eval.lengths"),
+        ("task=longqa eval.lengths=[50]", "eval.lengths"),  # shorter than the facts and question
+        ("task=perplexity task.buckets=[256,64]", "task.buckets"),
+        ("corpus=local corpus.path=/nonexistent/texts", "corpus.path"),
+        ("corpus=nope", "corpus/nope"),
+        ("model=hf", "model.path"),
     ],
 )
 def test_bad_input_fails_in_one_clear_line(tmp_path, override, needle):
@@ -95,6 +93,20 @@ def test_bad_input_fails_in_one_clear_line(tmp_path, override, needle):
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and needle in line
     assert not (tmp_path / "results").exists()
+
+
+def test_bad_corpora_fail_in_one_clear_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    books = tmp_path / "books.jsonl"
+    books.write_text(json.dumps({"body": "a book"}) + "\n")
+    for override, needle in ((f"corpus=local corpus.path={empty}", "holds no"),
+                             (f"corpus=hf corpus.path=json corpus.data_files=[{books}]", "corpus.text_field='text'")):
+        done = run_cli(tmp_path, "task=perplexity", *override.split())
+        assert done.returncode == 2
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: ") and needle in line, line
+        assert not (tmp_path / "results").exists()
 
 
 def test_wandb_logger_writes_an_offline_run_without_network(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import corpus_cache
 import pytest
 import torch
 
@@ -23,12 +22,6 @@ from tasks.longqa import FAMILIES, GENERATORS, LongQATask, QAOptions, exact_matc
 from tasks.perplexity import DocumentScore, PerplexityOptions, PerplexityTask, bucket_table, overall
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> TaskData:
-    cache = corpus_cache.seed(tmp_path_factory.mktemp("cache"))
-    return TaskData(load_corpus({"source": "cpython"}, cache), cache)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +45,8 @@ def test_default_corpus_builds_on_a_bare_python_without_network():
     assert n_docs > 50
 
 
-def test_default_corpus_is_split_by_document_deterministically(data):
-    corpus = data.corpus
+def test_default_corpus_is_split_by_document_deterministically(task_data):
+    corpus = task_data.corpus
     splits = {name: corpus.split(name) for name in ("train", "validation", "test")}
     titles = [d.title for docs in splits.values() for d in docs]
     assert len(titles) == len(set(titles)) == len(corpus.documents)
@@ -120,8 +113,8 @@ def test_bucket_table_and_overall_on_a_fixed_fixture():
     assert whole["bits_per_byte"] == pytest.approx(19 / (math.log(2) * 14))
 
 
-def test_bucketed_perplexity_weights_back_to_the_overall_perplexity(lm, data):
-    task = PerplexityTask(PerplexityOptions(name="perplexity", buckets=[8, 32, 100, 300]), lm.tokenizer, data)
+def test_bucketed_perplexity_weights_back_to_the_overall_perplexity(lm, task_data):
+    task = PerplexityTask(PerplexityOptions(name="perplexity", buckets=[8, 32, 100, 300]), lm.tokenizer, task_data)
     results = task.evaluate(lm, [], n=3, seed=0)
     buckets = [r for r in results if r.subtask is None]
     whole = {r.metric: r for r in results if r.subtask == "overall"}
@@ -132,11 +125,11 @@ def test_bucketed_perplexity_weights_back_to_the_overall_perplexity(lm, data):
     assert whole["nll"].value == pytest.approx(math.log(whole["ppl"].value), rel=1e-9)
 
 
-def test_perplexity_carries_memory_unless_asked_for_stateless_windows(lm, data):
-    docs = [d["tokens"][:120] for d in task_tokens(lm, data)]
-    carried = PerplexityTask(PerplexityOptions(name="perplexity"), lm.tokenizer, data)
+def test_perplexity_carries_memory_unless_asked_for_stateless_windows(lm, task_data):
+    docs = [d["tokens"][:120] for d in task_tokens(lm, task_data)]
+    carried = PerplexityTask(PerplexityOptions(name="perplexity"), lm.tokenizer, task_data)
     torch.testing.assert_close(carried.score_document(lm, docs[0]), lm.rolling_nll(docs[0]))
-    stateless = PerplexityTask(PerplexityOptions(name="perplexity", stateless_window=50), lm.tokenizer, data)
+    stateless = PerplexityTask(PerplexityOptions(name="perplexity", stateless_window=50), lm.tokenizer, task_data)
     nll = stateless.score_document(lm, docs[0])
     torch.testing.assert_close(nll[50:100], lm.rolling_nll(docs[0][50:100]))  # the window starts afresh
     assert not torch.allclose(nll[50:60], carried.score_document(lm, docs[0])[50:60])
@@ -144,17 +137,17 @@ def test_perplexity_carries_memory_unless_asked_for_stateless_windows(lm, data):
     assert {r.subtask for r in results} == {"stateless_window=50", "overall, stateless_window=50"}
 
 
-def task_tokens(lm, data):
+def task_tokens(lm, task_data):
     from tasks.corpus import tokenized_documents
 
-    return tokenized_documents(data.corpus, "test", lm.tokenizer, data.cache_dir)
+    return tokenized_documents(task_data.corpus, "test", lm.tokenizer, task_data.cache_dir)
 
 
-def test_perplexity_training_windows_come_from_the_train_split(lm, data):
-    task = PerplexityTask(PerplexityOptions(name="perplexity"), lm.tokenizer, data)
+def test_perplexity_training_windows_come_from_the_train_split(lm, task_data):
+    task = PerplexityTask(PerplexityOptions(name="perplexity"), lm.tokenizer, task_data)
     tokens, weights = task.training_sample(random.Random(0), 64)
     assert len(tokens) == 65 and len(weights) == 64 and tokens[0] == lm.tokenizer.bos_id
-    train_text = "\n\n".join(d.text for d in data.corpus.split("train"))
+    train_text = "\n\n".join(d.text for d in task_data.corpus.split("train"))
     assert lm.tokenizer.decode(tokens[1:]) in train_text + "\n\n" + train_text
 
 
@@ -182,11 +175,11 @@ def test_interleaving_keeps_each_chain_in_order():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_generated_samples_are_exact_length_deterministic_and_their_facts_are_where_stored(family, data, tmp_path):
+def test_generated_samples_are_exact_length_deterministic_and_their_facts_are_where_stored(family, task_data, tmp_path):
     tok = ByteTokenizer()
-    task = LongQATask(QAOptions(name="longqa"), tok, data)
+    task = LongQATask(QAOptions(name="longqa"), tok, task_data)
     samples = task.samples(family, 400, 6, seed=0)
-    fresh = LongQATask(QAOptions(name="longqa"), tok, TaskData(data.corpus, tmp_path))  # no shared cache
+    fresh = LongQATask(QAOptions(name="longqa"), tok, TaskData(task_data.corpus, tmp_path))  # no shared cache
     assert fresh.samples(family, 400, 6, seed=0) == samples
     assert fresh.samples(family, 400, 6, seed=1) != samples
     for s in samples:
@@ -208,8 +201,8 @@ def test_generated_samples_are_exact_length_deterministic_and_their_facts_are_wh
             assert facts[0].rstrip(".").endswith(answer) and facts[-1].split()[1] in question
 
 
-def test_generated_data_is_read_back_from_the_cache(data, tmp_path, monkeypatch):
-    task = LongQATask(QAOptions(name="longqa"), ByteTokenizer(), TaskData(data.corpus, tmp_path))
+def test_generated_data_is_read_back_from_the_cache(task_data, tmp_path, monkeypatch):
+    task = LongQATask(QAOptions(name="longqa"), ByteTokenizer(), TaskData(task_data.corpus, tmp_path))
     first = task.samples("multikey", 300, 4, seed=0)
     assert list((tmp_path / "datasets").glob("longqa-multikey-*"))
 
@@ -222,15 +215,15 @@ def test_generated_data_is_read_back_from_the_cache(data, tmp_path, monkeypatch)
     assert task.samples("multikey", 300, 4, seed=0) == first
 
 
-def test_longqa_training_samples_have_exact_length(data):
-    task = LongQATask(QAOptions(name="longqa"), ByteTokenizer(), data)
+def test_longqa_training_samples_have_exact_length(task_data):
+    task = LongQATask(QAOptions(name="longqa"), ByteTokenizer(), task_data)
     rng = random.Random(0)
     for length in (task.min_length() + 8, 333):
         tokens, weights = task.training_sample(rng, length)
         assert len(tokens) == length + 1 and len(weights) == length
 
 
-def test_longqa_evaluates_every_family_with_retrieval_recall_for_rag(data):
+def test_longqa_evaluates_every_family_with_retrieval_recall_for_rag(task_data):
     from mechanisms.rag import RetrievalLM
 
     tok = ByteTokenizer()
@@ -238,14 +231,14 @@ def test_longqa_evaluates_every_family_with_retrieval_recall_for_rag(data):
     reader = StreamingLM(Backbone(BackboneSpec(tok.vocab_size, 32, 2, 2, 64), "full", {}), tok, chunk_size=128)
     rag = RetrievalLM(reader, chunk_tokens=48, overlap=8, top_k=8, query_tokens=64, keep_prefix=0, stride=64,
                       reader_window=512)
-    task = LongQATask(QAOptions(name="longqa", max_new_tokens=2), tok, data)
+    task = LongQATask(QAOptions(name="longqa", max_new_tokens=2), tok, task_data)
     results = task.evaluate(rag, [320], n=2, seed=0)
     assert {(r.subtask, r.metric) for r in results} == {
         (f, m) for f in FAMILIES for m in ("exact_match", "retrieval_recall")}
     assert all(r.context_length == 320 and r.n == 2 for r in results)
 
 
-def test_real_longqa_data_through_datasets_with_a_local_stand_in(data, tmp_path):
+def test_real_longqa_data_through_datasets_with_a_local_stand_in(task_data, tmp_path):
     rows = [{"context": "Filler. " * 80 + "The treasure is in the attic. " + "More filler. " * 80,
              "input": "Where is the treasure?", "answers": ["attic", "the attic"]} for _ in range(3)]
     path = tmp_path / "qa.jsonl"
@@ -254,21 +247,22 @@ def test_real_longqa_data_through_datasets_with_a_local_stand_in(data, tmp_path)
                         dataset_split="train")
     options.validate()
     tok = ByteTokenizer()
-    task = LongQATask(options, tok, data)
+    task = LongQATask(options, tok, task_data)
     samples = task.samples("dataset", 300, 2, seed=0)
     assert len(samples) == 2 and all(len(s["prompt"]) == 300 for s in samples)
     text = tok.decode(samples[0]["prompt"])
     assert text.startswith("Filler.") and text.endswith("\nWhere is the treasure? Answer:")
     with pytest.raises(ConfigError, match="shorter than a question"):
         task.samples("dataset", 10, 2, seed=0)
-    bad = LongQATask(QAOptions(name="longqa", families=["dataset"], dataset_path="json",
-                               dataset_files=[str(path)], dataset_split="train", question_field="question"), tok, data)
+    bad_options = QAOptions(name="longqa", families=["dataset"], dataset_path="json", dataset_files=[str(path)],
+                            dataset_split="train", question_field="question")
+    bad = LongQATask(bad_options, tok, task_data)
     with pytest.raises(ConfigError, match="question_field='question'.*fields: context, input, answers"):
         bad.samples("dataset", 300, 2, seed=0)
 
 
-def test_longqa_refuses_a_length_shorter_than_its_facts_and_question(data):
-    task = LongQATask(QAOptions(name="longqa"), ByteTokenizer(), data)
+def test_longqa_refuses_a_length_shorter_than_its_facts_and_question(task_data):
+    task = LongQATask(QAOptions(name="longqa"), ByteTokenizer(), task_data)
     story = GENERATORS["variable_tracking"](random.Random(0), 2, 2)
     with pytest.raises(ConfigError, match="shorter than the facts and question"):
         task.build(story, 30, random.Random(0), TokenStream([[1, 2, 3]], ByteTokenizer()))

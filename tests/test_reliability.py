@@ -9,32 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import corpus_cache
+from sweeps import ROOT, cell_values, command, run
 
 from bench.manifest import Manifest
 from bench.records import FIELDS, append_records, read_records
 
-ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ["-m", "sweep=smoke", "task=passkey", "mechanism=full,sliding_window,infini", "eval.seed=0,1"]  # 6 cells
-
-
-def command(root: Path, *overrides: str) -> list[str]:
-    corpus_cache.seed(root / "cache")
-    return [sys.executable, "-m", "bench", *overrides, f"results_dir={root / 'results'}",
-            f"cache_dir={root / 'cache'}", f"hydra.sweep.dir={root / 'multirun'}", f"hydra.run.dir={root / 'run'}"]
-
-
-def run(root: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command(root, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-def cell_values(records_file: Path) -> dict[tuple, tuple]:
-    """What a cell's records say, keyed by what identifies a record (run ids and timings aside); no duplicates."""
-    rows = read_records(records_file)
-    keyed = {(r["config_hash"], r["subtask"], r["context_length"], r["depth"], r["metric"]):
-             (r["value"], r["n"], r["state_bytes"], r["data_hash"], r["model"]) for r in rows}
-    assert len(keyed) == len(rows), "duplicate records"
-    return keyed
 
 
 def assert_every_line_is_a_record(records_file: Path) -> None:

@@ -1,0 +1,31 @@
+"""Running the real CLI in a subprocess against a private results/cache folder, and reading back what a sweep
+recorded in a form that ignores run ids and timings."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import corpus_cache
+
+from bench.records import read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command(root: Path, *overrides: str) -> list[str]:
+    corpus_cache.seed(root / "cache")
+    return [sys.executable, "-m", "bench", *overrides, f"results_dir={root / 'results'}",
+            f"cache_dir={root / 'cache'}", f"hydra.sweep.dir={root / 'multirun'}", f"hydra.run.dir={root / 'run'}"]
+
+
+def run(root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command(root, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def cell_values(records_file: Path) -> dict[tuple, tuple]:
+    """What a cell's records say, keyed by what identifies a record (run ids and timings aside); no duplicates."""
+    rows = read_records(records_file)
+    keyed = {(r["config_hash"], r["subtask"], r["context_length"], r["depth"], r["metric"]):
+             (r["value"], r["n"], r["state_bytes"], r["data_hash"], r["model"]) for r in rows}
+    assert len(keyed) == len(rows), "duplicate records"
+    return keyed
