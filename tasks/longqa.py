@@ -37,7 +37,7 @@ from tasks.corpus import TokenStream, load_checked_dataset, tokenized_documents
 from tasks.passkey import covers
 from tasks.registry import register
 
-GENERATOR_VERSION = "longqa-v1"  # bump when generated samples change for the same seed
+GENERATOR_VERSION = "longqa-v2"  # bump when generated samples change for the same seed
 FAMILIES = ("single_fact", "two_facts", "three_facts", "multikey", "variable_tracking")
 PEOPLE = ("Mary", "John", "Daniel", "Sandra", "Fred", "Bill", "Julie", "Emma")
 PLACES = ("kitchen", "garden", "office", "bedroom", "bathroom", "hallway", "cellar", "library")
@@ -221,25 +221,34 @@ class LongQATask(Task):
         targets = sorted(rng.randint(0, n_filler) for _ in order)
         cuts = [min(boundaries, key=lambda b, t=t: (abs(b - t), b)) for t in targets]
         cuts = [max(cuts[: i + 1]) for i in range(len(cuts))]  # snapping must not reorder the facts
-        prompt, spans, at = [], [], 0
+        prompt, spans, every, at = [], [], [], 0
         for key, cut in zip(order, cuts, strict=True):
             prompt += text[at:cut]
             at = cut
+            every.append((len(prompt), len(prompt) + len(facts[key])))
             if key in story.gold:
                 spans.append([len(prompt), len(prompt) + len(facts[key])])
             prompt += facts[key]
         prompt += text[at:] + question
         return {"prompt": prompt, "answer": enc(" " + story.answer), "answers": [story.answer],
-                "fact_spans": sorted(spans), "question": story.question}
+                "fact_spans": sorted(spans), "question": story.question, "all_fact_spans": every}
 
     def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
-        """Prompt + answer + <eos> from the corpus's train split, exactly `length` + 1 tokens; all are targets."""
+        """Prompt + answer + <eos> from the corpus's train split, exactly `length` + 1 tokens. Targets are the facts,
+        the question and the answer; the filler is not (the perplexity stream teaches running text). Measured: with
+        every filler token a target, real text dominated the loss and the base model never formed the copy circuit
+        (passkey at chance, 99999 for every key)."""
         o = self.options
         story = GENERATORS[rng.choice(self._generated())](rng, o.distractors, o.hops)
         answer = self.tokenizer.encode(" " + story.answer)
         sample = self.build(story, length - len(answer), rng, self._filler("train"))
         tokens = sample["prompt"] + answer + [self.tokenizer.eos_id]
-        return tokens, [1.0] * (len(tokens) - 1)
+        weights = [0.0] * (len(tokens) - 1)
+        question_start = len(sample["prompt"]) - len(self.tokenizer.encode(ask(story.question)))
+        for start, end in [*sample["all_fact_spans"], (question_start, len(tokens))]:
+            for i in range(max(start - 1, 0), end - 1):  # target i predicts token i + 1
+                weights[i] = 1.0
+        return tokens, weights
 
     def samples(self, family: str, length: int, n: int, seed: int) -> list[dict[str, Any]]:
         """`n` evaluation samples of a cell, cached as a dataset under the hash of everything that made them."""

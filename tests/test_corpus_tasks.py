@@ -221,6 +221,12 @@ def test_longqa_training_samples_have_exact_length(task_data):
     for length in (task.min_length() + 8, 333):
         tokens, weights = task.training_sample(rng, length)
         assert len(tokens) == length + 1 and len(weights) == length
+    # targets: the facts, the question and the answer, never the filler (the perplexity stream teaches text)
+    targeted = "".join(task.tokenizer.decode(tokens[i + 1 : i + 2]) if w else "|" for i, w in enumerate(weights))
+    pieces = [p for p in targeted.split("|") if p]
+    assert pieces[-1].startswith("\n") and "? Answer: " in pieces[-1]
+    assert all(p.startswith(" ") and p.endswith(".") for p in pieces[:-1])
+    assert sum(weights) < length / 2
 
 
 def test_longqa_evaluates_every_family_with_retrieval_recall_for_rag(task_data):
