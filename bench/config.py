@@ -44,7 +44,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     init: str = "base"  # base: continue from one cached full-attention base model | scratch
-    base_steps: int = 1500  # pretraining steps of the shared base model (init=base)
+    base_steps: int = 2000  # pretraining steps of the shared base model (init=base)
     steps: int = 150  # steps every mechanism gets (continued training, or from scratch)
     batch_size: int = 32
     train_length: int = 256  # longest training sequence, tokens

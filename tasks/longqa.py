@@ -14,6 +14,12 @@ its test split for evaluation), in five generated families plus optional real da
 - `dataset`: LongBench-style rows {context, input, answers} through `datasets.load_dataset`, the context cut in
   the middle to fit each length (LongBench's convention).
 
+Every question ends with a cue the answer completes, as the passkey prompt does ("... The pass key is") and as
+RULER's templates do ("The special magic number for falcon is"): "Where is Mary? Mary went to the" -> kitchen;
+"Where is the apple? The apple is in the"; "Before the garden, the apple was in the"; "The value of VAR C is".
+For `single_fact` and `multikey` the cue repeats the fact's own words, so they test retrieval by content; the
+other families need a hop the cue does not give. Real data (`dataset`) ends with " Answer:".
+
 Facts keep their order within a story (an object is picked up before it is carried) and are otherwise
 interleaved at random, each inserted at the sentence boundary of the filler nearest to a uniformly drawn
 position; the token spans of the supporting facts are stored with every sample. A sample is built to exactly
@@ -37,7 +43,7 @@ from tasks.corpus import TokenStream, load_checked_dataset, tokenized_documents
 from tasks.passkey import covers
 from tasks.registry import register
 
-GENERATOR_VERSION = "longqa-v2"  # bump when generated samples change for the same seed
+GENERATOR_VERSION = "longqa-v3"  # bump when generated samples change for the same seed
 FAMILIES = ("single_fact", "two_facts", "three_facts", "multikey", "variable_tracking")
 PEOPLE = ("Mary", "John", "Daniel", "Sandra", "Fred", "Bill", "Julie", "Emma")
 PLACES = ("kitchen", "garden", "office", "bedroom", "bathroom", "hallway", "cellar", "library")
@@ -56,12 +62,14 @@ class Story:
     question: str
     answer: str
     gold: list[tuple[int, int]]
+    cue: str = ANSWER_CUE  # what follows the question, the answer then completes it
 
 
 def _single_fact(rng: random.Random, distractors: int, hops: int) -> Story:
     people = rng.sample(PEOPLE, distractors + 1)
     chains = [[f" {p} went to the {rng.choice(PLACES)}."] for p in people]
-    return Story(chains, f"Where is {people[0]}?", chains[0][0].split()[-1].rstrip("."), [(0, 0)])
+    return Story(chains, f"Where is {people[0]}?", chains[0][0].split()[-1].rstrip("."), [(0, 0)],
+                 f" {people[0]} went to the")
 
 
 def _two_facts(rng: random.Random, distractors: int, hops: int) -> Story:
@@ -69,7 +77,7 @@ def _two_facts(rng: random.Random, distractors: int, hops: int) -> Story:
     thing, place = rng.choice(OBJECTS), rng.choice(PLACES)
     chains = [[f" {person} picked up the {thing}.", f" {person} went to the {place}."]]
     chains += [[f" {p} went to the {rng.choice(PLACES)}."] for p in others]
-    return Story(chains, f"Where is the {thing}?", place, [(0, 0), (0, 1)])
+    return Story(chains, f"Where is the {thing}?", place, [(0, 0), (0, 1)], f" The {thing} is in the")
 
 
 def _three_facts(rng: random.Random, distractors: int, hops: int) -> Story:
@@ -79,7 +87,8 @@ def _three_facts(rng: random.Random, distractors: int, hops: int) -> Story:
     chains = [[f" {person} picked up the {thing}.", f" {person} went to the {before}.",
                f" {person} went to the {after}."]]
     chains += [[f" {p} went to the {rng.choice(PLACES)}."] for p in others]
-    return Story(chains, f"Where was the {thing} before the {after}?", before, [(0, 0), (0, 1), (0, 2)])
+    return Story(chains, f"Where was the {thing} before the {after}?", before, [(0, 0), (0, 1), (0, 2)],
+                 f" Before the {after}, the {thing} was in the")
 
 
 def _digits(rng: random.Random) -> str:
@@ -90,7 +99,8 @@ def _multikey(rng: random.Random, distractors: int, hops: int) -> Story:
     keys = rng.sample(WORDS, distractors + 1)
     values = [_digits(rng) for _ in keys]
     chains = [[f" The special magic number for {k} is {v}."] for k, v in zip(keys, values, strict=True)]
-    return Story(chains, f"What is the special magic number for {keys[0]}?", values[0], [(0, 0)])
+    return Story(chains, f"What is the special magic number for {keys[0]}?", values[0], [(0, 0)],
+                 f" The special magic number for {keys[0]} is")
 
 
 def _variable_tracking(rng: random.Random, distractors: int, hops: int) -> Story:
@@ -108,16 +118,17 @@ def _variable_tracking(rng: random.Random, distractors: int, hops: int) -> Story
         chains.append([f" VAR {chain_names[0]} = {values[-1]}."]
                       + [f" VAR {b} = {a}." for a, b in zip(chain_names, chain_names[1:], strict=False)])
     last = chains[0][-1].split()[1]
-    return Story(chains, f"What is the value of VAR {last}?", values[0], [(0, i) for i in range(hops + 1)])
+    return Story(chains, f"What is the value of VAR {last}?", values[0], [(0, i) for i in range(hops + 1)],
+                 f" The value of VAR {last} is")
 
 
 GENERATORS = {"single_fact": _single_fact, "two_facts": _two_facts, "three_facts": _three_facts,
               "multikey": _multikey, "variable_tracking": _variable_tracking}
 
 
-def ask(question: str) -> str:
-    """The question as it ends every prompt: on its own line, followed by the answer cue."""
-    return f"\n{question}{ANSWER_CUE}"
+def ask(question: str, cue: str = ANSWER_CUE) -> str:
+    """The question as it ends every prompt: on its own line, followed by the cue the answer completes."""
+    return f"\n{question}{cue}"
 
 
 def normalise(text: str) -> list[str]:
@@ -183,7 +194,7 @@ class LongQATask(Task):
     def tokenizer_texts(cls) -> list[str]:
         rng = random.Random("longqa-tokenizer-text")
         stories = [GENERATORS[f](rng, 2, 2) for f in FAMILIES for _ in range(10)]
-        return [" ".join("".join(c) for c in s.chains) + ask(s.question) + " " + s.answer
+        return [" ".join("".join(c) for c in s.chains) + ask(s.question, s.cue) + " " + s.answer
                 for s in stories] * 10
 
     def _filler(self, split: str) -> TokenStream:
@@ -203,7 +214,7 @@ class LongQATask(Task):
         for family in self._generated():
             for _ in range(20):
                 s = GENERATORS[family](rng, o.distractors, o.hops)
-                need = sum(len(enc(f)) for c in s.chains for f in c) + len(enc(ask(s.question)))
+                need = sum(len(enc(f)) for c in s.chains for f in c) + len(enc(ask(s.question, s.cue)))
                 longest = max(longest, need)
         return longest + 4  # margin: the names drawn in a sample may tokenise longer than those tried here
 
@@ -212,7 +223,7 @@ class LongQATask(Task):
         enc = self.tokenizer.encode
         order = interleave(rng, story.chains)
         facts = {key: enc(story.chains[key[0]][key[1]]) for key in order}
-        question = enc(ask(story.question))
+        question = enc(ask(story.question, story.cue))
         n_filler = length - sum(len(f) for f in facts.values()) - len(question)
         if n_filler < 0:
             raise ConfigError(f"longqa: context length {length} is shorter than the facts and question it must "
@@ -225,7 +236,7 @@ class LongQATask(Task):
         for key, cut in zip(order, cuts, strict=True):
             prompt += text[at:cut]
             at = cut
-            every.append((len(prompt), len(prompt) + len(facts[key])))
+            every.append([len(prompt), len(prompt) + len(facts[key])])
             if key in story.gold:
                 spans.append([len(prompt), len(prompt) + len(facts[key])])
             prompt += facts[key]
@@ -244,7 +255,7 @@ class LongQATask(Task):
         sample = self.build(story, length - len(answer), rng, self._filler("train"))
         tokens = sample["prompt"] + answer + [self.tokenizer.eos_id]
         weights = [0.0] * (len(tokens) - 1)
-        question_start = len(sample["prompt"]) - len(self.tokenizer.encode(ask(story.question)))
+        question_start = len(sample["prompt"]) - len(self.tokenizer.encode(ask(story.question, story.cue)))
         for start, end in [*sample["all_fact_spans"], (question_start, len(tokens))]:
             for i in range(max(start - 1, 0), end - 1):  # target i predicts token i + 1
                 weights[i] = 1.0
