@@ -77,8 +77,9 @@ def test_cli_runs_a_local_hf_model_with_a_training_free_mechanism(llama_dir, tmp
     rows = [json.loads(line) for line in (tmp_path / "results" / "hf" / "records.jsonl").open()]
     assert {r["model"] for r in rows} == {f"hf-{llama_dir.name}"}
     assert {r["metric"] for r in rows} == {"exact_match", "digit_accuracy"}
-    bad = run(tmp_path, "model=hf", f"model.path={llama_dir}", "mechanism=infini")
-    assert bad.returncode == 2 and "not available on Hugging Face models" in bad.stderr
+    bad = run(tmp_path, "model=hf", f"model.path={llama_dir}", "mechanism=infini", "model.lora_rank=0",
+              "eval.lengths=[200]")
+    assert bad.returncode == 2 and "model.lora_rank" in bad.stderr
     missing = run(tmp_path, "model=hf", f"model.path={tmp_path / 'nothing'}")
     assert missing.returncode == 2 and "model.path=" in missing.stderr
 
