@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from bench.lm import StreamingLM
+from bench.preflight import one_line
 from mechanisms.base import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,7 @@ def load_tokenizer(path: str) -> HFTokenizer:
     try:
         return HFTokenizer(AutoTokenizer.from_pretrained(path))
     except OSError as e:  # not a folder, not in the cache, offline
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"model.path={path}: cannot load its tokenizer ({first})") from None
+        raise ConfigError(f"model.path={path}: cannot load its tokenizer ({one_line(e)})") from None
 
 
 def load_model(path: str, device: str = "cpu", dtype: str = "float32") -> Any:
@@ -73,8 +73,7 @@ def load_model(path: str, device: str = "cpu", dtype: str = "float32") -> Any:
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation="sdpa")
     except OSError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"model.path={path}: cannot load a causal LM ({first})") from None
+        raise ConfigError(f"model.path={path}: cannot load a causal LM ({one_line(e)})") from None
     return model.to(device).eval()
 
 
@@ -146,10 +145,7 @@ def model_and_lm(cfg: Any, tokenizer: HFTokenizer, options: dict[str, Any]) -> t
     """(stats source, a label naming the weights, the LongContextLM) for `model=hf`."""
     import mechanisms
 
-    name = options["name"]
-    if name not in HF_MECHANISMS:
-        raise ConfigError(f"mechanism={name} is not available on Hugging Face models (available: "
-                          f"{', '.join(HF_MECHANISMS)})")
+    name = options["name"]  # bench.config.validate has refused mechanisms outside HF_MECHANISMS
     model = load_model(cfg.model.path, cfg.device, cfg.model.dtype)
     if name in LORA_TRAINED:
         from bench.hf_lora import trained

@@ -79,9 +79,8 @@ def lm_from_overrides(overrides: list[str], device: Any = None) -> Any:
     from omegaconf import OmegaConf
 
     from bench.config import register_configs, validate
-    from bench.model import BackboneSpec
     from bench.preflight import compose_job
-    from bench.run import make_tokenizer, model_and_lm
+    from bench.run import backbone_spec, make_tokenizer, model_and_lm
 
     register_configs()
     if device:
@@ -89,8 +88,7 @@ def lm_from_overrides(overrides: list[str], device: Any = None) -> Any:
     cfg = compose_job(overrides)
     validate(cfg)
     tokenizer = make_tokenizer(cfg)
-    m = cfg.model
-    spec = BackboneSpec(tokenizer.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_hidden)
-    _, checkpoint, lm = model_and_lm(cfg, spec, tokenizer, OmegaConf.to_container(cfg.mechanism, resolve=True))
+    options = OmegaConf.to_container(cfg.mechanism, resolve=True)
+    _, checkpoint, lm = model_and_lm(cfg, backbone_spec(cfg, tokenizer), tokenizer, options)
     log.info("memorybench: %s, checkpoint %s", cfg.mechanism.name, checkpoint)
     return lm

@@ -89,6 +89,11 @@ def model_and_lm(cfg: DictConfig, spec: BackboneSpec, tokenizer, options: dict[s
     return model, checkpoint, cls(reader, **{k: v for k, v in options.items() if k != "name"})
 
 
+def backbone_spec(cfg: DictConfig, tokenizer) -> BackboneSpec:
+    m = cfg.model
+    return BackboneSpec(tokenizer.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_hidden)
+
+
 def job_overrides() -> str:
     """This Hydra job's command-line overrides ('' outside a Hydra app)."""
     from hydra.core.hydra_config import HydraConfig
@@ -159,7 +164,7 @@ def evaluate_cell(cfg: DictConfig, config_hash: str) -> list[dict[str, Any]]:
     tokenizer = make_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
     m = cfg.model
-    spec = BackboneSpec(tokenizer.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_hidden)
+    spec = backbone_spec(cfg, tokenizer)
     options = OmegaConf.to_container(cfg.mechanism, resolve=True)
     mechanism = options["name"]
 

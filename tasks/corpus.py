@@ -200,9 +200,10 @@ def load_checked_dataset(path: str, name: str | None, split: str, data_files: li
     try:
         data = datasets.load_dataset(path, name, **kwargs)
     except Exception as e:  # missing file, unknown dataset, offline hub: say which spec failed
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"{prefix}: datasets.load_dataset({path!r}, {name!r}, split={split!r}) failed: {first}"
-                          ) from None
+        from bench.preflight import one_line
+
+        raise ConfigError(f"{prefix}: datasets.load_dataset({path!r}, {name!r}, split={split!r}) failed: "
+                          f"{one_line(e)}") from None
     columns = list(data.column_names)
     for key, wanted in fields.items():
         if wanted is not None and wanted not in columns:
@@ -269,6 +270,18 @@ def tokenized_documents(corpus: Corpus, split: str, tokenizer: Any, cache_dir: s
 
     return cached_rows("corpus-tokens", [BUILDER_VERSION, corpus.hash, split, tokenizer.fingerprint], build,
                        cache_dir)
+
+
+_STREAMS: dict[tuple[str, str, str], TokenStream] = {}
+
+
+def token_stream(corpus: Corpus, split: str, tokenizer: Any, cache_dir: str | Path) -> TokenStream:
+    """A split as one `TokenStream`, built once per process (every cell's training mixture reads the same one)."""
+    key = (corpus.hash, split, tokenizer.fingerprint)
+    if key not in _STREAMS:
+        docs = tokenized_documents(corpus, split, tokenizer, cache_dir)
+        _STREAMS[key] = TokenStream([d["tokens"] for d in docs], tokenizer)
+    return _STREAMS[key]
 
 
 class TokenStream:

@@ -39,7 +39,7 @@ from bench.hashing import content_hash
 from mechanisms.base import ConfigError
 from tasks.base import CellResult, Task, TaskOptions, eval_rng
 from tasks.cache import cached_rows
-from tasks.corpus import TokenStream, load_checked_dataset, tokenized_documents
+from tasks.corpus import TokenStream, load_checked_dataset, token_stream
 from tasks.passkey import covers
 from tasks.registry import register
 
@@ -198,11 +198,7 @@ class LongQATask(Task):
                 for s in stories] * 10
 
     def _filler(self, split: str) -> TokenStream:
-        streams = self.__dict__.setdefault("_streams", {})
-        if split not in streams:
-            docs = tokenized_documents(self.data.corpus, split, self.tokenizer, self.data.cache_dir)
-            streams[split] = TokenStream([d["tokens"] for d in docs], self.tokenizer)
-        return streams[split]
+        return token_stream(self.data.corpus, split, self.tokenizer, self.data.cache_dir)
 
     def _generated(self) -> list[str]:
         return [f for f in self.options.families if f != "dataset"]
@@ -298,7 +294,7 @@ class LongQATask(Task):
         return out
 
     def evaluate(self, lm, lengths: list[int], n: int, seed: int) -> list[CellResult]:
-        results = []
+        results, state_bytes = [], {length: lm.state_bytes_after(length) for length in lengths}
         for family in self.options.families:
             for length in lengths:
                 samples = self.samples(family, length, n, seed)
@@ -320,6 +316,6 @@ class LongQATask(Task):
                 for metric, value in values.items():
                     results.append(CellResult(
                         context_length=length, metric=metric, value=value, n=len(samples), subtask=family,
-                        state_bytes=lm.state_bytes_after(length), tokens_per_s=tokens / elapsed,
+                        state_bytes=state_bytes[length], tokens_per_s=tokens / elapsed,
                         data_hash=data_hash))
         return results

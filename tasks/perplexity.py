@@ -23,7 +23,7 @@ import torch
 from bench.hashing import content_hash
 from mechanisms.base import ConfigError
 from tasks.base import CellResult, Task, TaskOptions
-from tasks.corpus import TokenStream, tokenized_documents
+from tasks.corpus import token_stream, tokenized_documents
 from tasks.registry import register
 
 
@@ -76,15 +76,9 @@ class PerplexityTask(Task):
     name = "perplexity"
     Options = PerplexityOptions
 
-    def _stream(self) -> TokenStream:
-        if not hasattr(self, "_train_stream"):
-            docs = tokenized_documents(self.data.corpus, "train", self.tokenizer, self.data.cache_dir)
-            self._train_stream = TokenStream([d["tokens"] for d in docs], self.tokenizer)
-        return self._train_stream
-
     def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
         """<bos> + `length` tokens of running text from a random offset; every next token is a target."""
-        tokens, _ = self._stream().passage(rng, length)
+        tokens, _ = token_stream(self.data.corpus, "train", self.tokenizer, self.data.cache_dir).passage(rng, length)
         return [self.tokenizer.bos_id, *tokens], [1.0] * length
 
     def score_document(self, lm, tokens: list[int]) -> torch.Tensor:
