@@ -34,7 +34,7 @@ class ModelConfig:
     n_heads: int = 4
     mlp_hidden: int = 384
     tokenizer: str = "bpe"  # bpe (trained on the tasks' text, cached) | byte
-    bpe_vocab_size: int = 512
+    bpe_vocab_size: int = 1024
     path: str = ""  # name=hf: a pretrained causal LM, local folder or hub id (bench/hf.py); its tokenizer is used
     dtype: str = "float32"  # name=hf: float32 | bfloat16 | float16
     lora_rank: int = 8  # name=hf with infini / fam / bswa: LoRA on the attention projections (bench/hf_lora.py)

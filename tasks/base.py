@@ -65,7 +65,10 @@ class Task:
         return []
 
     def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
-        """A training sequence of exactly `length` + 1 tokens (inputs + shifted targets) and per-target weights."""
+        """A training sequence of exactly `length` + 1 tokens (inputs + shifted targets) and per-target weights.
+        It starts with <bos>, as every prompt the harness scores does (`StreamingLM` prepends it). Measured: with
+        passkey and long-QA rows trained without it, full attention read the evaluation's <bos> as the start of
+        a copy or text row and its in-length passkey score fell from 1.00 to 0.55 (depth 0.5)."""
         raise NotImplementedError
 
     def min_length(self) -> int:

@@ -15,6 +15,9 @@ from mechanisms.base import ConfigError
 from tasks.base import CellResult, Task, TaskOptions, eval_rng
 from tasks.registry import register
 
+SMALL_ALPHABET_SHARE = 0.5  # training spans drawn from a few tokens, so that matching needs a longer prefix
+SMALL_ALPHABET_SIZES = (4, 16)
+
 
 @dataclasses.dataclass
 class CopyOptions(TaskOptions):
@@ -38,9 +41,14 @@ class CopyTask(Task):
         return 2 * self.options.span
 
     def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
-        """<bos> + a span of random period P in [8, length/2] repeated; only the predictable repeats are targets."""
+        """<bos> + a span of random period P in [8, length/2] repeated; only the predictable repeats are targets.
+        Half the spans draw from a small alphabet, where one token does not say what follows it and only a longer
+        matched prefix does: the circuit long-QA needs to find "Mary went to the" among "John went to the" (a
+        single-token induction head answers with any of the story's places)."""
         vocab = self._vocab()
         period = rng.randint(8, max(8, (length + 1) // 2))
+        if rng.random() < SMALL_ALPHABET_SHARE:
+            vocab = rng.sample(vocab, rng.randint(*SMALL_ALPHABET_SIZES))
         span = [rng.choice(vocab) for _ in range(period)]
         tokens = [self.tokenizer.bos_id] + (span * ((length + 1) // period + 1))[:length]
         weights = [0.0] * period + [1.0] * (length - period)

@@ -63,13 +63,20 @@ class Story:
     answer: str
     gold: list[tuple[int, int]]
     cue: str = ANSWER_CUE  # what follows the question, the answer then completes it
+    also: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # other (question, cue, answer)s
+
+
+def _where_is(chains: list[list[str]]) -> list[tuple[str, str, str]]:
+    """Single-fact questions about the distractor people of `chains[1:]` (one "went to" fact each)."""
+    return [(f"Where is {c[0].split()[0]}?", f" {c[0].split()[0]} went to the", c[0].split()[-1].rstrip("."))
+            for c in chains[1:]]
 
 
 def _single_fact(rng: random.Random, distractors: int, hops: int) -> Story:
     people = rng.sample(PEOPLE, distractors + 1)
     chains = [[f" {p} went to the {rng.choice(PLACES)}."] for p in people]
     return Story(chains, f"Where is {people[0]}?", chains[0][0].split()[-1].rstrip("."), [(0, 0)],
-                 f" {people[0]} went to the")
+                 f" {people[0]} went to the", _where_is(chains))
 
 
 def _two_facts(rng: random.Random, distractors: int, hops: int) -> Story:
@@ -77,7 +84,8 @@ def _two_facts(rng: random.Random, distractors: int, hops: int) -> Story:
     thing, place = rng.choice(OBJECTS), rng.choice(PLACES)
     chains = [[f" {person} picked up the {thing}.", f" {person} went to the {place}."]]
     chains += [[f" {p} went to the {rng.choice(PLACES)}."] for p in others]
-    return Story(chains, f"Where is the {thing}?", place, [(0, 0), (0, 1)], f" The {thing} is in the")
+    return Story(chains, f"Where is the {thing}?", place, [(0, 0), (0, 1)], f" The {thing} is in the",
+                 _where_is(chains))
 
 
 def _three_facts(rng: random.Random, distractors: int, hops: int) -> Story:
@@ -88,7 +96,7 @@ def _three_facts(rng: random.Random, distractors: int, hops: int) -> Story:
                f" {person} went to the {after}."]]
     chains += [[f" {p} went to the {rng.choice(PLACES)}."] for p in others]
     return Story(chains, f"Where was the {thing} before the {after}?", before, [(0, 0), (0, 1), (0, 2)],
-                 f" Before the {after}, the {thing} was in the")
+                 f" Before the {after}, the {thing} was in the", _where_is(chains))
 
 
 def _digits(rng: random.Random) -> str:
@@ -100,7 +108,9 @@ def _multikey(rng: random.Random, distractors: int, hops: int) -> Story:
     values = [_digits(rng) for _ in keys]
     chains = [[f" The special magic number for {k} is {v}."] for k, v in zip(keys, values, strict=True)]
     return Story(chains, f"What is the special magic number for {keys[0]}?", values[0], [(0, 0)],
-                 f" The special magic number for {keys[0]} is")
+                 f" The special magic number for {keys[0]} is",
+                 [(f"What is the special magic number for {k}?", f" The special magic number for {k} is", v)
+                  for k, v in zip(keys[1:], values[1:], strict=True)])
 
 
 def _variable_tracking(rng: random.Random, distractors: int, hops: int) -> Story:
@@ -117,9 +127,10 @@ def _variable_tracking(rng: random.Random, distractors: int, hops: int) -> Story
         values.append(_digits(rng))
         chains.append([f" VAR {chain_names[0]} = {values[-1]}."]
                       + [f" VAR {b} = {a}." for a, b in zip(chain_names, chain_names[1:], strict=False)])
-    last = chains[0][-1].split()[1]
+    last, other = chains[0][-1].split()[1], chains[1][-1].split()[1]
     return Story(chains, f"What is the value of VAR {last}?", values[0], [(0, i) for i in range(hops + 1)],
-                 f" The value of VAR {last} is")
+                 f" The value of VAR {last} is",
+                 [(f"What is the value of VAR {other}?", f" The value of VAR {other} is", values[1])])
 
 
 GENERATORS = {"single_fact": _single_fact, "two_facts": _two_facts, "three_facts": _three_facts,
@@ -241,19 +252,28 @@ class LongQATask(Task):
                 "fact_spans": sorted(spans), "question": story.question, "all_fact_spans": every}
 
     def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
-        """Prompt + answer + <eos> from the corpus's train split, exactly `length` + 1 tokens. Targets are the facts,
-        the question and the answer; the filler is not (the perplexity stream teaches running text). Measured: with
-        every filler token a target, real text dominated the loss and the base model never formed the copy circuit
-        (passkey at chance, 99999 for every key)."""
-        o = self.options
+        """<bos> + prompt + answer + the story's other questions and answers + <eos> from the corpus's train split,
+        exactly `length` + 1 tokens. Targets are the facts, the questions and the answers; the filler is not (the
+        perplexity stream teaches running text). Measured: with every filler token a target, real text dominated
+        the loss and the base model never formed the copy circuit (passkey at chance, 99999 for every key).
+        The extra questions (about the distractors: "Where is John? John went to the garden") make every story
+        teach retrieval by the asked name several times over, MQAR-style (Zoology); with one question per story
+        the model answered with any of the story's places (half the single-fact answers were a distractor's)."""
+        o, tok = self.options, self.tokenizer
         story = GENERATORS[rng.choice(self._generated())](rng, o.distractors, o.hops)
-        answer = self.tokenizer.encode(" " + story.answer)
-        sample = self.build(story, length - len(answer), rng, self._filler("train"))
-        tokens = sample["prompt"] + answer + [self.tokenizer.eos_id]
+        answer = tok.encode(" " + story.answer)
+        also = rng.sample(story.also, len(story.also))
+        extra = [tok.encode(ask(q, cue) + " " + a) for q, cue, a in also]
+        budget = length - 1 - len(answer)
+        floor = self.__dict__.setdefault("_min_length", self.min_length())
+        while extra and budget - sum(map(len, extra)) < floor:
+            extra.pop()  # short training lengths keep fewer extra questions
+        sample = self.build(story, budget - sum(map(len, extra)), rng, self._filler("train"))
+        tokens = [tok.bos_id, *sample["prompt"], *answer, *[t for e in extra for t in e], tok.eos_id]
         weights = [0.0] * (len(tokens) - 1)
-        question_start = len(sample["prompt"]) - len(self.tokenizer.encode(ask(story.question, story.cue)))
-        for start, end in [*sample["all_fact_spans"], (question_start, len(tokens))]:
-            for i in range(max(start - 1, 0), end - 1):  # target i predicts token i + 1
+        question_start = len(sample["prompt"]) - len(tok.encode(ask(story.question, story.cue)))
+        for start, end in [*sample["all_fact_spans"], (question_start, len(tokens) - 1)]:
+            for i in range(start, end):  # prompt token j sits at row index j + 1; target i predicts token i + 1
                 weights[i] = 1.0
         return tokens, weights
 

@@ -134,10 +134,11 @@ class PasskeyTask(Task):
         return self.builder.min_length()
 
     def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
-        """Prompt + answer + <eos>, built to exactly `length` + 1 tokens at a random depth; every token is a target."""
-        answer_len = len(self.tokenizer.encode(ANSWER.format(key="0" * KEY_DIGITS))) + 1
-        sample = self.builder.build(length + 1 - answer_len, rng.random(), random_key(rng))
-        tokens = sample.prompt + sample.answer + [self.tokenizer.eos_id]
+        """<bos> + prompt + answer + <eos>, exactly `length` + 1 tokens, the needle at a random depth; every token
+        is a target."""
+        answer_len = len(self.tokenizer.encode(ANSWER.format(key="0" * KEY_DIGITS)))
+        sample = self.builder.build(length - 1 - answer_len, rng.random(), random_key(rng))
+        tokens = [self.tokenizer.bos_id, *sample.prompt, *sample.answer, self.tokenizer.eos_id]
         return tokens, [1.0] * (len(tokens) - 1)
 
     def samples(self, length: int, depth: float, n: int, seed: int) -> list[PasskeySample]:

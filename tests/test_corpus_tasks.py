@@ -4,6 +4,7 @@ generators, fact positions that match the text, cached generated data, and bad i
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,15 +219,37 @@ def test_generated_data_is_read_back_from_the_cache(task_data, tmp_path, monkeyp
 def test_longqa_training_samples_have_exact_length(task_data):
     task = LongQATask(QAOptions(name="longqa"), ByteTokenizer(), task_data)
     rng = random.Random(0)
-    for length in (task.min_length() + 8, 333):
+    for length in (task.min_length() + 8, 1000):
         tokens, weights = task.training_sample(rng, length)
         assert len(tokens) == length + 1 and len(weights) == length
     # targets: the facts, the question and the answer, never the filler (the perplexity stream teaches text)
     targeted = "".join(task.tokenizer.decode(tokens[i + 1 : i + 2]) if w else "|" for i, w in enumerate(weights))
     pieces = [p for p in targeted.split("|") if p]
-    assert pieces[-1].startswith("\n") and "? " in pieces[-1]
-    assert all(p.startswith(" ") and p.endswith(".") for p in pieces[:-1])
+    last_facts, _, questions = pieces[-1].partition("\n")  # a fact may sit right before the question
+    assert "? " in questions
+    assert all(p.startswith(" ") and p.endswith(".") for p in [*pieces[:-1], last_facts] if p)
     assert sum(weights) < length / 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_longqa_training_asks_every_other_question_the_story_answers(family, task_data):
+    """After the asked question come the distractors' own questions, each answered by the facts of the context."""
+    task = LongQATask(QAOptions(name="longqa", families=[family]), ByteTokenizer(), task_data)
+    tokens, _ = task.training_sample(random.Random(5), 800)
+    text = task.tokenizer.decode(tokens[1:-1])
+    n_also = len(GENERATORS[family](random.Random(0), 2, 2).also)
+    lines = text.split("\n")
+    context, asked = "\n".join(lines[: -1 - n_also]), lines[-1 - n_also :]
+    assert n_also >= 1 and all("? " in line for line in asked) and "? " not in lines[-2 - n_also]
+    for line in asked[1:]:
+        cue, value = line.split("? ", 1)[1].rsplit(" ", 1)
+        if family == "variable_tracking":  # follow the assignments back from the asked variable
+            name = cue.split()[-2]
+            while not (match := re.search(rf" VAR {name} = (\w+)\.", context)).group(1).isdigit():
+                name = match.group(1)
+            assert match.group(1) == value
+        else:  # the cue repeats the fact's own words
+            assert f"{cue} {value}." in context
 
 
 def test_longqa_evaluates_every_family_with_retrieval_recall_for_rag(task_data):

@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 
+import tasks
 from bench.lm import StreamingLM
 from bench.model import Backbone, BackboneSpec
 from bench.tokenizer import BPETokenizer, ByteTokenizer
@@ -63,11 +64,16 @@ def test_passkey_scoring():
     assert score("no", "12345") == {"exact_match": 0.0, "digit_accuracy": 0.0}
 
 
-def test_training_samples_have_the_requested_length_and_disjoint_seeds():
+def test_training_samples_have_the_requested_length_start_with_bos_and_disjoint_seeds(task_data):
+    """Every task's rows start with <bos> like the prompts the harness scores (a row without it taught full
+    attention a different first token than evaluation shows), and <bos> appears nowhere else."""
     tok = ByteTokenizer()
-    for task in (PasskeyTask(PasskeyTask.Options(name="passkey"), tok), CopyTask(CopyOptions(name="copy"), tok)):
-        tokens, weights = task.training_sample(random.Random(0), 300)
-        assert len(tokens) == 301 and len(weights) == 300
+    for name in tasks.names():
+        task = tasks.get(name)(tasks.get(name).Options(name=name), tok, task_data)
+        for length in (task.min_length() + 8, 300):
+            tokens, weights = task.training_sample(random.Random(length), length)
+            assert len(tokens) == length + 1 and len(weights) == length, name
+            assert tokens[0] == tok.bos_id and tok.bos_id not in tokens[1:], name
     from mechanisms.base import ConfigError
     from tasks.base import EVAL_SEED_OFFSET, train_rng
     with pytest.raises(ConfigError):
@@ -105,3 +111,12 @@ def test_checkpoints_are_verified_by_hash_and_corruption_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.raises(CorruptCheckpoint, match="unreadable"):
         load_checkpoint(path)
+
+
+def test_copy_training_mixes_small_alphabet_spans_that_need_a_longer_matched_prefix():
+    """Half the repeated spans use at most 16 distinct tokens, so one token does not say what follows it."""
+    task = CopyTask(CopyOptions(name="copy"), ByteTokenizer())
+    rng = random.Random(0)
+    distinct = [len(set(task.training_sample(rng, 256)[0][1:])) for _ in range(200)]
+    small = sum(d <= 16 for d in distinct) / len(distinct)
+    assert 0.35 < small < 0.65 and max(distinct) > 16
