@@ -30,6 +30,7 @@ exact match when its first words are the answer's words.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import string
 import time
@@ -214,6 +215,11 @@ class LongQATask(Task):
     def _generated(self) -> list[str]:
         return [f for f in self.options.families if f != "dataset"]
 
+    @functools.cached_property
+    def _story_tokens(self) -> int:
+        """`min_length()` computed once: training asks it for every sample."""
+        return self.min_length()
+
     def min_length(self) -> int:
         """The longest fixed text any generated family can need (facts + question), in tokens."""
         o, enc, longest = self.options, self.tokenizer.encode, 0
@@ -265,8 +271,7 @@ class LongQATask(Task):
         also = rng.sample(story.also, len(story.also))
         extra = [tok.encode(ask(q, cue) + " " + a) for q, cue, a in also]
         budget = length - 1 - len(answer)
-        floor = self.__dict__.setdefault("_min_length", self.min_length())
-        while extra and budget - sum(map(len, extra)) < floor:
+        while extra and budget - sum(map(len, extra)) < self._story_tokens:
             extra.pop()  # short training lengths keep fewer extra questions
         sample = self.build(story, budget - sum(map(len, extra)), rng, self._filler("train"))
         tokens = [tok.bos_id, *sample["prompt"], *answer, *[t for e in extra for t in e], tok.eos_id]
