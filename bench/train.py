@@ -30,7 +30,7 @@ from mechanisms.base import ConfigError, Mechanism
 from tasks.base import Task, TaskData, train_rng
 
 log = logging.getLogger(__name__)
-DATA_VERSION = "mixture-v6"  # bump when a training stream's format changes: invalidates cached checkpoints
+DATA_VERSION = "mixture-v5"  # bump when a training stream's format changes: invalidates cached checkpoints
 
 
 class TrainingDiverged(RuntimeError):

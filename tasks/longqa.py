@@ -30,6 +30,7 @@ exact match when its first words are the answer's words.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import string
 import time
@@ -170,9 +171,6 @@ def interleave(rng: random.Random, chains: list[list[str]]) -> list[tuple[int, i
 class QAOptions(TaskOptions):
     families: list[str] = dataclasses.field(default_factory=lambda: list(FAMILIES))
     distractors: int = 2  # other people / keys in each sample
-    # training rows draw their number of distractors uniformly from [distractors, train_max_distractors] (as many
-    # as the row's length holds): more names per story, so more questions to tell apart by the name alone
-    train_max_distractors: int = 7
     hops: int = 2  # variable_tracking: assignments after the first in the asked chain
     max_new_tokens: int = 8
     # optional real long-QA (family `dataset`): LongBench-style rows through datasets.load_dataset
@@ -193,9 +191,8 @@ class QAOptions(TaskOptions):
             raise ConfigError("task.families includes 'dataset' but task.dataset_path is not set")
         if self.distractors < 0 or self.hops < 1:
             raise ConfigError(f"task.distractors must be >= 0 and task.hops >= 1, got {self.distractors}, {self.hops}")
-        for key in ("distractors", "train_max_distractors"):
-            if getattr(self, key) + 1 > len(PEOPLE):
-                raise ConfigError(f"task.{key} must be <= {len(PEOPLE) - 1} (there are {len(PEOPLE)} people)")
+        if self.distractors + 1 > len(PEOPLE):
+            raise ConfigError(f"task.distractors must be <= {len(PEOPLE) - 1} (there are {len(PEOPLE)} people)")
         if self.max_new_tokens < 1:
             raise ConfigError(f"task.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
@@ -218,16 +215,20 @@ class LongQATask(Task):
     def _generated(self) -> list[str]:
         return [f for f in self.options.families if f != "dataset"]
 
-    def _fixed_tokens(self, story: Story) -> int:
-        """Tokens a story's facts and question take before any filler."""
-        enc = self.tokenizer.encode
-        return sum(len(enc(f)) for c in story.chains for f in c) + len(enc(ask(story.question, story.cue)))
+    @functools.cached_property
+    def _story_tokens(self) -> int:
+        """`min_length()` computed once: training asks it for every sample."""
+        return self.min_length()
 
     def min_length(self) -> int:
         """The longest fixed text any generated family can need (facts + question), in tokens."""
-        o, rng = self.options, random.Random("longqa-min-length")
-        longest = max(self._fixed_tokens(GENERATORS[family](rng, o.distractors, o.hops))
-                      for family in self._generated() for _ in range(20))
+        o, enc, longest = self.options, self.tokenizer.encode, 0
+        rng = random.Random("longqa-min-length")
+        for family in self._generated():
+            for _ in range(20):
+                s = GENERATORS[family](rng, o.distractors, o.hops)
+                need = sum(len(enc(f)) for c in s.chains for f in c) + len(enc(ask(s.question, s.cue)))
+                longest = max(longest, need)
         return longest + 4  # margin: the names drawn in a sample may tokenise longer than those tried here
 
     def build(self, story: Story, length: int, rng: random.Random, filler: TokenStream) -> dict[str, Any]:
@@ -256,20 +257,6 @@ class LongQATask(Task):
         return {"prompt": prompt, "answer": enc(" " + story.answer), "answers": [story.answer],
                 "fact_spans": sorted(spans), "question": story.question, "all_fact_spans": every}
 
-    def _training_story(self, rng: random.Random, length: int) -> Story:
-        """A story with between `distractors` and `train_max_distractors` distractors, the most its facts and
-        question leave room for in `length` tokens (a quarter of the row at least stays filler)."""
-        o = self.options
-        family = rng.choice(self._generated())
-        most = rng.randint(o.distractors, max(o.distractors, o.train_max_distractors))
-        for k in range(most, o.distractors, -1):
-            state = rng.getstate()
-            story = GENERATORS[family](rng, k, o.hops)
-            if self._fixed_tokens(story) <= 3 * length // 4:
-                return story
-            rng.setstate(state)
-        return GENERATORS[family](rng, o.distractors, o.hops)
-
     def training_sample(self, rng: random.Random, length: int) -> tuple[list[int], list[float]]:
         """<bos> + prompt + answer + the story's other questions and answers + <eos> from the corpus's train split,
         exactly `length` + 1 tokens. Targets are the facts, the questions and the answers; the filler is not (the
@@ -278,13 +265,13 @@ class LongQATask(Task):
         The extra questions (about the distractors: "Where is John? John went to the garden") make every story
         teach retrieval by the asked name several times over, MQAR-style (Zoology); with one question per story
         the model answered with any of the story's places (half the single-fact answers were a distractor's)."""
-        tok = self.tokenizer
-        story = self._training_story(rng, length)
+        o, tok = self.options, self.tokenizer
+        story = GENERATORS[rng.choice(self._generated())](rng, o.distractors, o.hops)
         answer = tok.encode(" " + story.answer)
         also = rng.sample(story.also, len(story.also))
         extra = [tok.encode(ask(q, cue) + " " + a) for q, cue, a in also]
         budget = length - 1 - len(answer)
-        while extra and budget - sum(map(len, extra)) < self._fixed_tokens(story):
+        while extra and budget - sum(map(len, extra)) < self._story_tokens:
             extra.pop()  # short training lengths keep fewer extra questions
         sample = self.build(story, budget - sum(map(len, extra)), rng, self._filler("train"))
         tokens = [tok.bos_id, *sample["prompt"], *answer, *[t for e in extra for t in e], tok.eos_id]
