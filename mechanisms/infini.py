@@ -47,7 +47,7 @@ class InfiniState:
 class InfiniOptions(MechanismOptions):
     segment: int = 32
     update: str = "linear"  # linear | delta
-    gate_init: float = -3.0  # beta at initialisation: sigmoid(-3) = 0.05, local-leaning (conf/mechanism/infini.yaml)
+    gate_init: float = 0.0  # beta at initialisation; sigmoid(0) = 0.5
     gate_lr_mult: float = 20.0  # gates trained at the global LR stay stuck near 0.5 (public reproductions)
     rope_base: float = 10000.0
 
