@@ -8,7 +8,6 @@ key or a wrong type at compose time; `validate` rejects values that type-check b
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +19,6 @@ import mechanisms
 import tasks
 from mechanisms.base import ConfigError
 from tasks.corpus import SOURCES, corpus_options
-
-log = logging.getLogger(__name__)
-
-MIN_UNITS_PER_SEQUENCE = 8  # segments/blocks per training sequence for memory to learn (DESIGN.md, recipes)
 
 
 @dataclass
@@ -109,10 +104,7 @@ def validate(cfg: DictConfig) -> None:
     """Values that type-check but cannot work raise ConfigError naming the key."""
     _known_keys_only(cfg, "")
     mech = dict(OmegaConf.to_container(cfg.mechanism, resolve=True))
-    unit = mechanisms.options(mech.pop("name"), **mech).memory_unit()
-    if unit and cfg.train.train_length < MIN_UNITS_PER_SEQUENCE * unit:
-        log.warning("train.train_length=%d holds %d segments/blocks of %d tokens; the memory recipe wants >= %d",
-                    cfg.train.train_length, cfg.train.train_length // unit, unit, MIN_UNITS_PER_SEQUENCE)
+    mechanisms.options(mech.pop("name"), **mech)
     task = tasks.get(cfg.task.name)
     task.Options(**OmegaConf.to_container(cfg.task, resolve=True)).validate()
     corpus_options(OmegaConf.to_container(cfg.corpus, resolve=True)).validate()

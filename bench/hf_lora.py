@@ -134,8 +134,10 @@ def _is_mechanism_addition(name: str) -> bool:
 
 def trained(cfg: Any, hf_model: Any, tokenizer: Any, options: dict[str, Any], data: Any) -> tuple[MechanismLM, str]:
     """The HF model with `options['name']` inside, LoRA-trained on the mixture for `train.steps` (cached)."""
+    from omegaconf import OmegaConf
+
     import tasks
-    from bench.train import CorruptCheckpoint, Mixture, load_checkpoint, save_checkpoint, train
+    from bench.train import CorruptCheckpoint, Mixture, load_checkpoint, save_checkpoint, train, training_shape
 
     t, m = cfg.train, cfg.model
     name = options["name"]
@@ -143,6 +145,8 @@ def trained(cfg: Any, hf_model: Any, tokenizer: Any, options: dict[str, Any], da
     model = MechanismLM(hf_model, name, mech_options)
     trainable = add_lora(model, m.lora_rank, m.lora_alpha)
     model.to(cfg.device)
+    length, batch = training_shape(t, options)
+    t = OmegaConf.merge(t, {"train_length": length, "batch_size": batch})
     train_cfg = {k: v for k, v in dict(t).items() if k not in ("base_steps", "base_lr", "init")}
     key = content_hash(["hf-lora-v1", m.path, m.dtype, m.lora_rank, m.lora_alpha, name, mech_options, train_cfg,
                         tokenizer.fingerprint, data.corpus.hash], 20)

@@ -22,7 +22,7 @@ from bench.manifest import Manifest, is_alive_elsewhere, manifest_path
 from bench.model import BackboneSpec
 from bench.preflight import one_line
 from bench.tokenizer import BPETokenizer, ByteTokenizer
-from bench.train import trained_model
+from bench.train import trained_model, training_shape
 from mechanisms.base import ConfigError
 from tasks.base import CellResult, TaskData
 from tasks.corpus import load_corpus
@@ -190,7 +190,7 @@ def evaluate_cell(cfg: DictConfig, config_hash: str) -> list[dict[str, Any]]:
             "run_id": run_id, "sweep": cfg.sweep_name, "mechanism": mechanism,
             "options": {k: v for k, v in options.items() if k != "name"}, "task": cfg.task.name,
             "subtask": r.subtask, "model": model_name, "seed": cfg.train.seed,
-            "train_length": cfg.train.train_length, "context_length": r.context_length, "depth": r.depth,
+            "train_length": training_shape(cfg.train, options)[0], "context_length": r.context_length, "depth": r.depth,
             "metric": r.metric, "value": r.value, "n": r.n, "state_bytes": r.state_bytes,
             "tokens_per_s": r.tokens_per_s, "config_hash": config_hash, "data_hash": r.data_hash,
             "git_sha": sha, "created_at": created,

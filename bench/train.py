@@ -21,8 +21,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+import mechanisms
 import tasks
 from bench.hashing import content_hash
 from bench.model import Backbone, BackboneSpec
@@ -30,6 +32,7 @@ from mechanisms.base import ConfigError, Mechanism
 from tasks.base import Task, TaskData, train_rng
 
 log = logging.getLogger(__name__)
+MIN_UNITS_PER_SEQUENCE = 8  # segments/blocks per training sequence for memory to learn (DESIGN.md, recipes)
 DATA_VERSION = "mixture-v5"  # bump when a training stream's format changes: invalidates cached checkpoints
 
 
@@ -71,6 +74,20 @@ class Mixture:
             weights.append(w)
         t = torch.tensor(rows)
         return t[:, :-1], t[:, 1:], torch.tensor(weights)
+
+
+def training_shape(train_cfg: Any, options: dict[str, Any]) -> tuple[int, int]:
+    """(train_length, batch_size) the mechanism of `options` trains with. Memory only learns to cross boundaries
+    it sees in training, so the recipe wants >= MIN_UNITS_PER_SEQUENCE segments/blocks per sequence (DESIGN.md):
+    a shorter `train.train_length` is raised to hold them, and the batch shrinks in proportion so that a step sees
+    the same number of tokens as every other mechanism's (the comparison keeps one token budget)."""
+    name, rest = options["name"], {k: v for k, v in options.items() if k != "name"}
+    unit = mechanisms.options(name, **rest).memory_unit()
+    length, batch = train_cfg.train_length, train_cfg.batch_size
+    if not unit or length >= MIN_UNITS_PER_SEQUENCE * unit:
+        return length, batch
+    raised = MIN_UNITS_PER_SEQUENCE * unit
+    return raised, max(1, batch * length // raised)
 
 
 def curriculum_length(
@@ -209,6 +226,11 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
     mixture's tasks draw with their default options; those that read text read `data`'s corpus."""
     t = cfg.train
     train_cfg = {k: v for k, v in dict(t).items() if k not in ("steps", "base_steps", "lr", "base_lr", "init")}
+    length, batch = training_shape(t, options)
+    mechanism_shape = {"train_length": length, "batch_size": batch}  # the base model trains as configured
+    if (length, batch) != (t.train_length, t.batch_size):
+        log.info("%s: %d-token units need %d-token training rows: training at length %d, batch %d (same tokens "
+                 "per step)", options["name"], length // MIN_UNITS_PER_SEQUENCE, length, length, batch)
     mixture_tasks = {name: tasks.get(name)(tasks.get(name).Options(name=name), tokenizer, data)
                      for name in t.mixture}
     cache = Path(cfg.cache_dir) / "checkpoints"
@@ -216,8 +238,10 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
     mechanism = options["name"]
     mech_options = {k: v for k, v in options.items() if k != "name"}
 
-    def obtain(job: TrainJob, label: str, init_state: dict | None, nan_at_step: int | None = None):
-        key = job.key(train_cfg, tokenizer.fingerprint, data.corpus.hash)
+    def obtain(job: TrainJob, label: str, init_state: dict | None, nan_at_step: int | None = None,
+               shape: dict[str, int] | None = None):
+        shape = shape or {}
+        key = job.key(train_cfg | shape, tokenizer.fingerprint, data.corpus.hash)
         path = cache / f"{key}.pt"
         model = Backbone(spec, job.mechanism, job.options).to(device)
         if path.exists() and nan_at_step is None:  # an injected fault must happen, not be read from the cache
@@ -238,7 +262,7 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
         torch.manual_seed(t.seed)
         mixture = Mixture(mixture_tasks, dict(t.mixture), t.seed + (1 if init_state is not None else 0))
         log.info("%s: training %d steps (lr %g) -> %s", label, job.steps, job.lr, path)
-        losses = train(model, mixture, t, job.steps, job.lr, label, nan_at_step)
+        losses = train(model, mixture, OmegaConf.merge(t, shape), job.steps, job.lr, label, nan_at_step)
         final = sum(losses[-20:]) / max(1, len(losses[-20:]))
         log.info("%s: final loss %.4f", label, final)
         save_checkpoint(model, path, {"job": json.loads(json.dumps(dataclasses.asdict(job))), "final_loss": final})
@@ -246,9 +270,9 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
 
     if t.init == "scratch":
         job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, None)
-        return obtain(job, f"{mechanism} (scratch)", None, cfg.inject_nan_at_step)
+        return obtain(job, f"{mechanism} (scratch)", None, cfg.inject_nan_at_step, mechanism_shape)
     torch.manual_seed(t.seed)
     base_job = TrainJob(spec, "full", {}, t.base_steps, t.base_lr, None)
     base, base_key = obtain(base_job, "base (full attention)", None)
     job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, base_key)
-    return obtain(job, f"{mechanism} (from base)", base.state_dict(), cfg.inject_nan_at_step)
+    return obtain(job, f"{mechanism} (from base)", base.state_dict(), cfg.inject_nan_at_step, mechanism_shape)
