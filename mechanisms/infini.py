@@ -45,9 +45,9 @@ class InfiniState:
 
 @dataclasses.dataclass
 class InfiniOptions(MechanismOptions):
-    segment: int = 32
+    segment: int = 64  # conf/mechanism/infini.yaml says why (the passkey needle fits in the answer's segment)
     update: str = "linear"  # linear | delta
-    gate_init: float = 0.0  # beta at initialisation; sigmoid(0) = 0.5
+    gate_init: float = -3.0  # beta at initialisation; sigmoid(-3) = 0.05 keeps the base model's local path whole
     gate_lr_mult: float = 20.0  # gates trained at the global LR stay stuck near 0.5 (public reproductions)
     rope_base: float = 10000.0
 

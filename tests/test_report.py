@@ -31,7 +31,7 @@ def synthetic_records():
     scores = {"full": lambda L, d: 1.0 if L <= 256 else 0.6,
               "sliding_window": lambda L, d: 1.0 if d == 1.0 else 0.0,
               "infini": lambda L, d: 0.35 if d == 1.0 else 0.05}
-    options = {"full": {}, "sliding_window": {"window": 64}, "infini": {"segment": 32, "update": "linear"}}
+    options = {"full": {}, "sliding_window": {"window": 64}, "infini": {"segment": 64, "update": "linear"}}
     rows = []
     for mech, score in scores.items():
         for length in LENGTHS:
@@ -109,7 +109,7 @@ def test_sanity_gates_pass_and_fail_on_known_data():
 def test_report_writes_every_table_figure_and_the_dashboard(tmp_path):
     path = tmp_path / "records.jsonl"
     qa = [record(m, o, 128, "exact_match", 0.5, task="longqa", subtask="single_fact")
-          for m, o in (("full", {}), ("infini", {"segment": 32, "update": "linear"}))]
+          for m, o in (("full", {}), ("infini", {"segment": 64, "update": "linear"}))]
     path.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records() + qa))
     page = build_report([path], tmp_path / "report")
     figures = sorted(p.name for p in (tmp_path / "report" / "plots").iterdir())
@@ -134,7 +134,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_dashboard_renders_in_headless_chromium_without_console_errors(tmp_path):
     path = tmp_path / "records.jsonl"
     qa = [record(m, o, 128, "exact_match", 0.5, task="longqa", subtask="single_fact")
-          for m, o in (("full", {}), ("infini", {"segment": 32, "update": "linear"}))]
+          for m, o in (("full", {}), ("infini", {"segment": 64, "update": "linear"}))]
     path.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records() + qa))
     page = build_report([path], tmp_path / "report")
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
@@ -149,9 +149,9 @@ def test_dashboard_renders_in_headless_chromium_without_console_errors(tmp_path)
 
 
 def test_runs_of_one_mechanism_that_differ_are_never_averaged_together():
-    base = record("infini", {"segment": 32, "update": "linear"}, 128, "exact_match", 0.5, 1.0)
+    base = record("infini", {"segment": 64, "update": "linear"}, 128, "exact_match", 0.5, 1.0)
     rows = [base,
-            base | {"options": {"segment": 32, "update": "delta"}, "config_hash": "b"},
+            base | {"options": {"segment": 64, "update": "delta"}, "config_hash": "b"},
             base | {"model": "tiny-base1500+600", "config_hash": "c"},
             base | {"sweep": "other", "config_hash": "d"}]
     rows[0]["model"] = rows[1]["model"] = rows[3]["model"] = "tiny-base1500+150"
