@@ -16,10 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bench.config import register_configs
-from bench.preflight import check
-from bench.train import TrainingDiverged
-from mechanisms.base import ConfigError
+from bench.config.schema import register_configs
+from bench.core.errors import ConfigError
+from bench.core.hashing import content_hash
+from bench.harness.preflight import check
+from bench.harness.runner import cell_identity, run
+from bench.results.manifest import Manifest, manifest_path
+from bench.results.records import records_path
+from bench.training.loop import TrainingDiverged
 
 register_configs()
 log = logging.getLogger("bench")
@@ -27,7 +31,6 @@ log = logging.getLogger("bench")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    from bench.run import run
 
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -65,10 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 def failed_cells(jobs: list[DictConfig]) -> list[str]:
     """The command's cells that the sweep's manifest marks failed. Read from the manifest, not from this process,
     because launchers such as joblib and submitit run the jobs in other processes (or on other machines)."""
-    from bench.hashing import content_hash
-    from bench.manifest import Manifest, manifest_path
-    from bench.records import records_path
-    from bench.run import cell_identity
 
     failed = []
     for cfg in jobs:

@@ -3,12 +3,15 @@
 import importlib
 import pkgutil
 
-from mechanisms.base import ConfigError, Mechanism, MechanismOptions, ModelLevel, State
-from mechanisms.registry import build, get, is_model_level, names, options, register
+from bench.core.errors import ConfigError
+from bench.core.plugins import load_entry_points
+from mechanisms.base import Mechanism, MechanismOptions, ModelLevel, State
+from mechanisms.registry import ENTRY_POINT_GROUP, build, get, is_model_level, names, options, register
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in {"base", "registry", "rope"}:
         importlib.import_module(f"{__name__}.{_module.name}")
+load_entry_points(ENTRY_POINT_GROUP)  # mechanisms from installed packages (docs/extending.md)
 
 __all__ = [
     "ConfigError", "Mechanism", "MechanismOptions", "ModelLevel", "State", "build", "get", "is_model_level", "names",

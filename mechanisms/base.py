@@ -1,4 +1,4 @@
-"""The mechanism contract (DESIGN.md §2): an attention/memory layer as a state machine over chunks.
+"""The mechanism contract (docs/design.md): an attention/memory layer as a state machine over chunks.
 
 A mechanism owns its projections (like a Zoology mixer) and maps (B, T, D) -> (B, T, D). Whatever it must remember
 between chunks lives in an explicit `State` so that the backbone can stream any chunking through it; the suite's
@@ -8,17 +8,16 @@ central invariant is that the chunking never changes the outputs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from bench.core.errors import ConfigError
+
 State = Any  # a (nested) dataclass / tuple / dict of tensors; opaque to the backbone
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work; its message names the offending key in one line."""
 
 
 @dataclasses.dataclass
@@ -32,11 +31,28 @@ class MechanismOptions:
 
     def memory_unit(self) -> int | None:
         """Tokens per segment/block that the memory carries across (None: no such unit). Memory only learns to
-        cross boundaries it sees in training: the recipe wants >= 8 units per training sequence (DESIGN.md)."""
+        cross boundaries it sees in training: the recipe wants >= 8 units per training sequence."""
         return None
 
 
-class Mechanism(nn.Module):
+class Capabilities:
+    """What the rest of the suite needs to know about a mechanism, declared on its class and read from there by the
+    sanity gates, the report's ordering, Hugging Face support and `make perf` (no lists of names elsewhere)."""
+
+    # Whether the state carried between chunks stays the same size however long the input: the report's
+    # bounded-state gate checks it (state bytes at the longest length == at the shortest).
+    bounded_state: ClassVar[bool] = True
+    # How it runs on a pretrained Hugging Face model (`model=hf`): "training_free" (a mask on the model's KV cache,
+    # from the options' `window` / `sinks`, or a model-level wrapper), "lora" (inside every layer, with the layer's
+    # own projections, trained with LoRA), or "none" (refused up front).
+    hf_support: ClassVar[str] = "none"
+    # Rank in tables and plots (lower first); mechanisms without one follow, alphabetically.
+    display_order: ClassVar[float] = math.inf
+    # Options `make perf` measures it with at 1K-64K tokens (its defaults fill the rest).
+    perf_options: ClassVar[dict[str, Any]] = {}
+
+
+class Mechanism(Capabilities, nn.Module):
     """Base class; subclasses set `name` and `Options` and implement the four state-machine methods."""
 
     name: ClassVar[str]
@@ -75,14 +91,23 @@ class Mechanism(nn.Module):
         than the weights around them (e.g. Infini-attention's gates). Such parameters get no weight decay."""
         return {}
 
+    @classmethod
+    def reference_mask(cls, options: MechanismOptions, length: int, device: torch.device | str) -> Tensor | None:
+        """(T, T) boolean "query i may attend key j" when the mechanism is plain masked softmax attention over one
+        sequence: the naive dense-mask reference that tests and `make perf` hold the fast path against. None
+        when the mechanism is not expressible as a mask (memories, feedback tokens)."""
+        return None
 
-class ModelLevel:
+
+class ModelLevel(Capabilities):
     """A mechanism that works on whole models rather than inside a layer (RAG): it wraps a reader `LongContextLM`
-    (DESIGN.md §3) built with the per-layer mechanism `reader_mechanism`, and is itself a `LongContextLM`."""
+    (docs/design.md) built with the per-layer mechanism `reader_mechanism`, and is itself a `LongContextLM`."""
 
     name: ClassVar[str]
     Options: ClassVar[type[MechanismOptions]]
     reader_mechanism: ClassVar[str] = "full"
+    bounded_state: ClassVar[bool] = False  # it keeps the whole context to retrieve from
+    hf_support: ClassVar[str] = "training_free"  # the pretrained model becomes its reader
 
     def __init__(self, reader: Any, **options: Any) -> None:
         raise NotImplementedError

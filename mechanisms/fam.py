@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mechanisms.base import ConfigError, Mechanism, MechanismOptions
+from bench.core.errors import ConfigError
+from mechanisms.base import Mechanism, MechanismOptions
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.registry import register
 from mechanisms.rope import apply_rope, rope_angles, rotate
@@ -78,6 +79,9 @@ class BSWAOptions(FAMOptions):
 @register
 class FeedbackAttentionMemory(Mechanism):
     name = "fam"
+    hf_support = "lora"
+    display_order = 4
+    perf_options = {"block": 256, "mem_blocks": 1, "fam_tokens": 16}
     Options = FAMOptions
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:
@@ -201,3 +205,12 @@ class BlockSlidingWindow(FeedbackAttentionMemory):
 
     name = "bswa"
     Options = BSWAOptions
+    display_order = 3
+    perf_options = {"block": 256, "mem_blocks": 1}
+
+    @classmethod
+    def reference_mask(cls, options, length, device):
+        """Causal inside the query's block, plus the `mem_blocks` blocks before it."""
+        i = torch.arange(length, device=device)[:, None]
+        j = torch.arange(length, device=device)[None, :]
+        return (j <= i) & (j // options.block >= i // options.block - options.mem_blocks)

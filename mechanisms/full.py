@@ -28,6 +28,14 @@ class FullOptions(MechanismOptions):
 class FullAttention(Mechanism):
     name = "full"
     Options = FullOptions
+    bounded_state = False  # the KV cache grows with every token
+    hf_support = "training_free"
+    display_order = 0
+
+    @classmethod
+    def reference_mask(cls, options, length, device):
+        i = torch.arange(length, device=device)
+        return i[None, :] <= i[:, None]
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:
         super().__init__(d_model, n_heads, layer_idx, **options)

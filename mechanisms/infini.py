@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mechanisms.base import ConfigError, Mechanism, MechanismOptions
+from bench.core.errors import ConfigError
+from mechanisms.base import Mechanism, MechanismOptions
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.registry import register
 from mechanisms.rope import apply_rope
@@ -45,10 +46,16 @@ class InfiniState:
 
 @dataclasses.dataclass
 class InfiniOptions(MechanismOptions):
-    segment: int = 64  # conf/mechanism/infini.yaml says why (the passkey needle fits in the answer's segment)
+    # 64: the whole passkey needle, question and answer fit in the answer's segment at every eval length (at 32
+    # they cannot: 25 + 11 + 6 tokens), so the depth-1 cells test the local path. The recipe's >= 8 segments per
+    # training row then means 512-token rows (bench/training/mixture.py raises the length and halves the batch).
+    segment: int = 64
     update: str = "linear"  # linear | delta
-    gate_init: float = -3.0  # beta at initialisation; sigmoid(-3) = 0.05 keeps the base model's local path whole
-    gate_lr_mult: float = 20.0  # gates trained at the global LR stay stuck near 0.5 (public reproductions)
+    # beta at initialisation: sigmoid(-3) = 0.05 keeps the base model's local attention nearly whole at the first
+    # step; at 0 (sigmoid 0.5) the local output is halved and 150 steps did not recover it (depth-1 passkey
+    # 0.80 / 0.90 / 0.55 against 1.00 / 1.00 / 0.90; results/infini_local_path).
+    gate_init: float = -3.0
+    gate_lr_mult: float = 20.0  # beta's own optimizer group (no weight decay): at the global LR gates stay near 0.5
     rope_base: float = 10000.0
 
     def validate(self) -> None:
@@ -81,6 +88,9 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 @register
 class InfiniAttention(Mechanism):
     name = "infini"
+    hf_support = "lora"
+    display_order = 2
+    perf_options = {"segment": 512}
     Options = InfiniOptions
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:

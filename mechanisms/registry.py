@@ -1,12 +1,28 @@
-"""Name -> mechanism class. Importing `mechanisms` imports every module in the package, so a new mechanism is one
-file with `@register` plus one YAML in conf/mechanism/."""
+"""Name -> mechanism class. Importing `mechanisms` imports every module in the package and every installed plugin
+(entry-point group `memorybench.mechanisms`), so a new mechanism is one file with `@register` (and, optionally, a
+YAML in conf/mechanism/ for its comments; without one its Options dataclass is the config group entry).
+
+Adding a mechanism (checklist; nothing else to edit):
+1. `mechanisms/<name>.py`: an `Options` dataclass (defaults with their reasons as comments; `validate` raising
+   ConfigError naming the key; `memory_unit` if it carries memory across segments/blocks) and a `Mechanism`
+   subclass (or `ModelLevel` for whole-model wrappers) decorated with `@register`, implementing `init_state`,
+   `forward`, and optionally `stats` / `lr_multipliers` / `reference_mask`.
+2. Its capabilities as class attributes (base.Capabilities): `bounded_state`, `hf_support`, `display_order`,
+   `perf_options`. The sanity gates, HF support, ordering and `make perf` read them.
+3. Optional `conf/mechanism/<name>.yaml` (`defaults: [/schema/mechanism/<name>@_here_, _self_]`, `name: <name>`).
+The invariant suites in tests/mechanisms/ are parametrised over `names()` and test it without being edited.
+From another package: the same file, plus an entry point `<name> = "yourpkg.module"` in the group
+`memorybench.mechanisms` (docs/extending.md).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from mechanisms.base import ConfigError, Mechanism, MechanismOptions, ModelLevel
+from bench.core.errors import ConfigError
+from mechanisms.base import Mechanism, MechanismOptions, ModelLevel
 
+ENTRY_POINT_GROUP = "memorybench.mechanisms"
 _REGISTRY: dict[str, type[Mechanism] | type[ModelLevel]] = {}
 
 
@@ -43,7 +59,7 @@ def options(name: str, **values: Any) -> MechanismOptions:
 
 
 def build(name: str, d_model: int, n_heads: int, layer_idx: int = 0, **opts: Any) -> Mechanism:
-    """The one public constructor (DESIGN.md §2)."""
+    """The one public constructor (docs/design.md, "Mechanisms")."""
     opts.pop("name", None)
     options(name, **opts)  # validate before allocating anything
     if is_model_level(name):

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mechanisms.base import ConfigError, Mechanism, MechanismOptions
+from bench.core.errors import ConfigError
+from mechanisms.base import Mechanism, MechanismOptions
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.registry import register
 from mechanisms.rope import apply_rope
@@ -58,6 +59,18 @@ class SlidingWindowOptions(MechanismOptions):
 class SlidingWindowAttention(Mechanism):
     name = "sliding_window"
     Options = SlidingWindowOptions
+    hf_support = "training_free"
+    display_order = 1
+    perf_options = {"window": 512}
+
+    @classmethod
+    def reference_mask(cls, options, length, device):
+        """The last `window` keys including the query's own (sinks move their keys' positions: no plain mask)."""
+        if options.sinks:
+            return None
+        i = torch.arange(length, device=device)[:, None]
+        j = torch.arange(length, device=device)[None, :]
+        return (j <= i) & (i - j < options.window)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:
         super().__init__(d_model, n_heads, layer_idx, **options)

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mechanisms.base import ConfigError
+from bench.core.errors import ConfigError
 
 # Training draws seeds below this offset, evaluation at or above it: the two never share a sample.
 EVAL_SEED_OFFSET = 1_000_003
@@ -24,7 +24,7 @@ class TaskOptions:
 
 @dataclasses.dataclass
 class CellResult:
-    """One metric of one evaluation cell; bench.records adds the run's provenance."""
+    """One metric of one evaluation cell; bench.results.records adds the run's provenance."""
 
     context_length: int | None  # None: describes the run, not one context length (e.g. mechanism stats)
     metric: str
@@ -42,7 +42,7 @@ class TaskData:
     """What tasks that read real text need besides their options: the sweep's corpus (tasks/corpus.py) and where
     generated data is cached."""
 
-    corpus: Any  # tasks.corpus.Corpus
+    corpus: Any  # tasks.data.corpus.Corpus
     cache_dir: Path
 
 

@@ -10,8 +10,8 @@ import dataclasses
 import random
 import time
 
-from bench.hashing import content_hash
-from mechanisms.base import ConfigError
+from bench.core.errors import ConfigError
+from bench.core.hashing import content_hash
 from tasks.base import CellResult, Task, TaskOptions, eval_rng
 from tasks.registry import register
 

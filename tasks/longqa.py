@@ -36,11 +36,11 @@ import string
 import time
 from typing import Any
 
-from bench.hashing import content_hash
-from mechanisms.base import ConfigError
+from bench.core.errors import ConfigError
+from bench.core.hashing import content_hash
 from tasks.base import CellResult, Task, TaskOptions, eval_rng
-from tasks.cache import cached_rows
-from tasks.corpus import TokenStream, load_checked_dataset, token_stream
+from tasks.data.cache import cached_rows
+from tasks.data.corpus import TokenStream, load_checked_dataset, token_stream
 from tasks.passkey import covers
 from tasks.registry import register
 

@@ -11,9 +11,9 @@ import dataclasses
 import random
 import time
 
-from bench.hashing import content_hash
-from bench.tokenizer import Tokenizer
-from mechanisms.base import ConfigError
+from bench.core.errors import ConfigError
+from bench.core.hashing import content_hash
+from bench.core.protocols import Tokenizer
 from tasks.base import CellResult, Task, TaskData, TaskOptions, eval_rng
 from tasks.registry import register
 

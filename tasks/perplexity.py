@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from bench.hashing import content_hash
-from mechanisms.base import ConfigError
+from bench.core.errors import ConfigError
+from bench.core.hashing import content_hash
 from tasks.base import CellResult, Task, TaskOptions
-from tasks.corpus import token_stream, tokenized_documents
+from tasks.data.corpus import token_stream, tokenized_documents
 from tasks.registry import register
 
 

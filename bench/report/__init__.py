@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bench.records import read_records
 from bench.report import dashboard, plots, sanity, tables
-from bench.summary import cells, introspection_table, unfinished_table
+from bench.results.records import read_records
+from bench.results.summary import cells, introspection_table, unfinished_table
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from bench.records import records_path
 from bench.report import build_report
+from bench.results.records import records_path
 
 
 def main() -> None:

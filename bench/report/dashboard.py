@@ -10,6 +10,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from bench.core import atomic
 from bench.report import palette
 from bench.report.sanity import Gate
 from bench.report.tables import wide
@@ -58,8 +59,6 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
         if unfinished is not None and not unfinished.empty else None,
     )
     path = out / "index.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    atomic.write_text(path, page)
     return path
 

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.summary import CANONICAL, base_name, ordered  # noqa: E402, F401  (re-exported for the report)
+from bench.results.summary import base_name, display_rank, ordered  # noqa: E402, F401  (re-exported for the report)
 
 PALETTE = plt.get_cmap("tab10").colors
 LINESTYLES = ["-", "--", "-.", ":"]
@@ -18,7 +18,8 @@ LINESTYLES = ["-", "--", "-.", ":"]
 
 def colour(label: str):
     name = base_name(label)
-    index = CANONICAL.index(name) if name in CANONICAL else len(CANONICAL) + zlib.crc32(name.encode()) % 4
+    rank = display_rank(name)  # a ranked mechanism keeps its colour; others get a stable one from their name
+    index = int(rank) if rank != float("inf") else 7 + zlib.crc32(name.encode()) % 3
     return PALETTE[index % len(PALETTE)]
 
 

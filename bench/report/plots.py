@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 from bench.report.palette import colour, ordered, style  # noqa: E402
 from bench.report.tables import file_stem, higher_is_better  # noqa: E402
-from bench.summary import DEPTH_METRIC  # noqa: E402
+from bench.results.summary import DEPTH_METRIC  # noqa: E402
 
 SPAN_OPTIONS = ("window", "segment", "block")  # options that set a mechanism's local span, marked on length axes
 

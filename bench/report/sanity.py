@@ -8,9 +8,9 @@ import dataclasses
 
 import pandas as pd
 
+import mechanisms
+from bench.core.errors import ConfigError
 from bench.report.palette import base_name
-
-BOUNDED_EXCEPT = {"full", "rag"}  # mechanisms whose carried state may grow with length
 
 
 @dataclasses.dataclass
@@ -22,6 +22,14 @@ class Gate:
 
 def _base(df: pd.DataFrame, name: str) -> pd.DataFrame:
     return df[[base_name(label) == name for label in df["mechanism"]]]
+
+
+def bounded(label: str) -> bool | None:
+    """The mechanism's own `bounded_state` (None for a mechanism this checkout does not know: not judged)."""
+    try:
+        return mechanisms.get(base_name(label)).bounded_state
+    except ConfigError:
+        return None
 
 
 def _mean(cells: pd.DataFrame) -> float:
@@ -54,7 +62,7 @@ def full_single_fact(df: pd.DataFrame, threshold: float = 0.8) -> Gate:
 def perplexity_finite_beyond_training(df: pd.DataFrame) -> Gate:
     name = "bounded mechanisms keep a finite perplexity in position buckets beyond the training length"
     cells = df[(df["task"] == "perplexity") & (df["metric"] == "ppl") & (df["context_length"] > df["train_length"])]
-    cells = cells[[base_name(label) not in BOUNDED_EXCEPT for label in cells["mechanism"]]]
+    cells = cells[[bounded(label) is True for label in cells["mechanism"]]]
     if cells.empty:
         return Gate(name, "n/a", "no perplexity buckets beyond the training length")
     bad = sorted({f"{r.mechanism} @ {r.context_length}" for r in cells.itertuples()
@@ -76,7 +84,7 @@ def window_blind_far_back(df: pd.DataFrame, threshold: float = 0.1) -> Gate:
 
 
 def bounded_state(df: pd.DataFrame) -> Gate:
-    name = "bounded mechanisms carry the same state bytes at every length; full attention's grows"
+    name = "bounded mechanisms carry the same state bytes at every length; the others' grows"
     cells = df.dropna(subset=["state_bytes"])
     if cells.empty:
         return Gate(name, "n/a", "no state_bytes recorded")
@@ -84,8 +92,8 @@ def bounded_state(df: pd.DataFrame) -> Gate:
     for label, group in cells.groupby("mechanism"):
         sizes = group.groupby("context_length")["state_bytes"].max().sort_index()
         grows = sizes.iloc[-1] > sizes.iloc[0]
-        expected_growth = base_name(label) in BOUNDED_EXCEPT
-        if len(sizes) > 1 and grows != expected_growth:
+        expected = bounded(label)
+        if expected is not None and len(sizes) > 1 and grows == expected:
             problems.append(f"{label}: {dict(sizes.astype(int))}")
     return Gate(name, "fail" if problems else "pass", "; ".join(problems) or f"{cells['mechanism'].nunique()} checked")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.stats import Estimate, estimate, paired_difference
-from bench.summary import ordered
+from bench.results.summary import ordered
 
 LOWER_IS_BETTER = {"ppl", "bits_per_byte", "nll"}
 REFERENCE = "full"

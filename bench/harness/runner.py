@@ -1,0 +1,134 @@
+"""One cell of a sweep: validate the config, get the trained model (cached), evaluate the task, append records,
+and keep the manifest saying where the cell stands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from bench.config.validate import validate
+from bench.core.errors import one_line
+from bench.core.hashing import content_hash
+from bench.harness.factory import backbone_spec, build_task, make_tokenizer, model_and_lm
+from bench.report import wandb_log
+from bench.results import records, summary
+from bench.results.manifest import Manifest, is_alive_elsewhere, manifest_path
+from bench.training.mixture import training_shape
+from tasks.base import CellResult
+
+log = logging.getLogger(__name__)
+
+# Nothing in a run may reach a model/dataset hub: each lookup would hang ~23 s offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def cell_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What determines a cell's results; its hash keys the cell (timing/location fields excluded)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    identity = {k: c[k] for k in ("mechanism", "task", "corpus", "model", "train", "eval")}
+    if c["inject_nan_at_step"] is not None:  # a fault-injection run is its own cell; others keep their hashes
+        identity["inject_nan_at_step"] = c["inject_nan_at_step"]
+    return identity
+
+
+def introspection(stats: dict[str, float]) -> list[CellResult]:
+    """The mechanisms' `stats()` (gate mix, FAM attention share, ...) taken after evaluation, as records: one per
+    layer and statistic, `subtask` naming the layer, no context length or depth (they describe the whole run)."""
+    rows = []
+    for key, value in stats.items():
+        layer, metric = key.split(".", 1)
+        rows.append(CellResult(context_length=None, metric=metric, value=value, n=1, subtask=layer))
+    return rows
+
+
+def job_overrides() -> str:
+    """This Hydra job's command-line overrides ('' outside a Hydra app)."""
+    return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+
+
+def run(cfg: DictConfig) -> Path | None:
+    """Run one cell unless the sweep's records already hold it (`force=true` redoes it, replacing its records).
+    The manifest says `running` while it works, then `done`, or `failed` with the reason."""
+    validate(cfg)
+    path = records.records_path(cfg.results_dir, cfg.sweep_name)
+    config_hash = content_hash(cell_identity(cfg))
+    options = OmegaConf.to_container(cfg.mechanism, resolve=True)
+    cell = {"mechanism": cfg.mechanism.name, "task": cfg.task.name,
+            "options": {k: v for k, v in options.items() if k != "name"}, "overrides": job_overrides()}
+    label = f"{cell['mechanism']} / {cell['task']}"
+    manifest = Manifest(manifest_path(path))
+    entry = manifest.get(config_hash)
+    if config_hash in records.finished_config_hashes(path) and not cfg.force:
+        log.info("%s: already recorded in %s (config %s), skipping; force=true recomputes it",
+                 label, path, config_hash)
+        if entry is None or entry.status != "done":
+            manifest.mark(config_hash, "done", **cell)
+        summary.write_summary(path)
+        return path
+    if entry is not None and is_alive_elsewhere(entry) and not cfg.force:
+        log.warning("%s: another job (pid %s, since %s) is running this cell; skipping it here",
+                    label, entry.pid, entry.updated_at)
+        return None
+    if entry is not None and entry.status != "done":
+        log.info("%s: an earlier attempt ended %s%s; running it again", label,
+                 "without finishing" if entry.status == "running" else "failed",
+                 f" ({entry.error})" if entry.error else "")
+    manifest.mark(config_hash, "running", **cell)
+    try:
+        rows = evaluate_cell(cfg, config_hash)
+        recorded = records.append_records(path, rows, replace=bool(cfg.force))
+    except BaseException as e:
+        manifest.mark(config_hash, "failed", **cell, error=one_line(e))
+        if path.exists():
+            summary.write_summary(path)  # the summary lists the failed cell
+        raise
+    manifest.mark(config_hash, "done", **cell)
+    if recorded:
+        log.info("%s: %d records -> %s", label, len(rows), path)
+        if cfg.logger.name == "wandb":
+            wandb_log.log_job(cfg, rows, cell_identity(cfg), config_hash)
+    else:
+        log.warning("%s: another job recorded this cell first; its records stand and these were dropped", label)
+    summary.write_summary(path)
+    return path
+
+
+def evaluate_cell(cfg: DictConfig, config_hash: str) -> list[dict[str, Any]]:
+    """Get the trained model (cached), evaluate the task, and return the cell's records."""
+    tokenizer = make_tokenizer(cfg)
+    task = build_task(cfg, tokenizer)
+    m = cfg.model
+    spec = backbone_spec(cfg, tokenizer)
+    options = OmegaConf.to_container(cfg.mechanism, resolve=True)
+    mechanism = options["name"]
+
+    started = time.perf_counter()
+    model, checkpoint, lm = model_and_lm(cfg, spec, tokenizer, options)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    results = task.evaluate(lm, list(cfg.eval.lengths), cfg.eval.n, cfg.eval.seed)
+    eval_s = time.perf_counter() - started
+    results += introspection(model.stats())
+    log.info("%s / %s: model ready in %.0fs (checkpoint %s), evaluated in %.0fs",
+             mechanism, cfg.task.name, train_s, checkpoint, eval_s)
+
+    t = cfg.train  # the model is its architecture, tokenizer and training budget
+    budget = f"base{t.base_steps}+{t.steps}" if t.init == "base" else f"scratch{t.steps}"
+    model_name = f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}-{tokenizer.name}{tokenizer.vocab_size}-{budget}"
+    if m.name == "hf":  # pretrained weights, used as they are or with LoRA-trained memory
+        model_name = f"hf-{Path(m.path).name or m.path}" + (f"-lora{m.lora_rank}-{t.steps}" if
+                                                            checkpoint.startswith("hf-lora") else "")
+    run = records.RunInfo.new(sweep=cfg.sweep_name, mechanism=mechanism,
+                              options={k: v for k, v in options.items() if k != "name"}, task=cfg.task.name,
+                              model=model_name, seed=cfg.train.seed,
+                              train_length=training_shape(cfg.train, options)[0], config_hash=config_hash)
+    return [run.record(context_length=r.context_length, depth=r.depth, metric=r.metric, value=r.value, n=r.n,
+                       subtask=r.subtask, state_bytes=r.state_bytes, tokens_per_s=r.tokens_per_s,
+                       data_hash=r.data_hash) for r in results]

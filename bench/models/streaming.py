@@ -1,0 +1,81 @@
+"""`LongContextLM` (docs/design.md) over the backbone: every call streams tokens chunk by chunk, carrying the
+per-layer states, so what a task measures is what the mechanism remembers — never a re-read of the context."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bench.core.protocols import LongContextLM, Tokenizer  # noqa: F401  (LongContextLM: what this implements)
+from bench.models.backbone import Backbone
+
+
+class StreamingLM:
+    """Backbone + tokenizer; `chunk_size` is how many tokens one forward call sees (the memory boundary)."""
+
+    def __init__(self, model: Backbone, tokenizer: Tokenizer, chunk_size: int = 512) -> None:
+        self.model, self.tokenizer, self.chunk_size = model.eval(), tokenizer, chunk_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed.weight.device
+
+    @torch.no_grad()
+    def _stream(self, tokens: Tensor, states=None, start: int = 0) -> tuple[Tensor, list, int]:
+        """Feed tokens (B, T) in chunks; returns logits (B, T, V), states and the next position."""
+        logits = []
+        for i in range(0, tokens.shape[1], self.chunk_size):
+            out, states = self.model(tokens[:, i : i + self.chunk_size], states, start + i)
+            logits.append(out)
+        return torch.cat(logits, dim=1), states, start + tokens.shape[1]
+
+    def rolling_nll(self, tokens: list[int]) -> Tensor:
+        """Per-token NLL (len(tokens),), each token predicted from <bos> + everything before it."""
+        ids = torch.tensor([[self.tokenizer.bos_id, *tokens]], device=self.device)
+        logits, _, _ = self._stream(ids[:, :-1])
+        return F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="none").cpu()
+
+    def loglikelihood(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
+        """Summed log-probability of `continuation` after `context`, and whether greedy decoding produces it."""
+        ids = torch.tensor([[self.tokenizer.bos_id, *context, *continuation]], device=self.device)
+        logits, _, _ = self._stream(ids[:, :-1])
+        cont_logits, targets = logits[0, len(context) :].float(), ids[0, len(context) + 1 :]
+        nll = F.cross_entropy(cont_logits, targets, reduction="sum")
+        return -float(nll), bool((cont_logits.argmax(-1) == targets).all())
+
+    @torch.no_grad()
+    def state_bytes_after(self, n_tokens: int) -> int:
+        """Bytes the model carries after streaming `n_tokens` (batch 1): the memory cost at that length."""
+        ids = torch.full((1, n_tokens), self.tokenizer.bos_id, device=self.device)
+        _, states, _ = self._stream(ids)
+        return self.model.state_nbytes(states)
+
+    def generate(self, context: list[int], max_new_tokens: int, stop: list[int] | None = None) -> list[int]:
+        return self.generate_batch([context], max_new_tokens, stop)[0]
+
+    @torch.no_grad()
+    def generate_batch(
+        self, contexts: list[list[int]], max_new_tokens: int, stop: list[int] | None = None
+    ) -> list[list[int]]:
+        """Greedy decoding, one token at a time through the carried states. Contexts of equal length run as one
+        batch; others fall back to one at a time."""
+        if len({len(c) for c in contexts}) > 1:
+            return [self.generate_batch([c], max_new_tokens, stop)[0] for c in contexts]
+        stop_set = set(stop or []) | {self.tokenizer.eos_id}
+        ids = torch.tensor([[self.tokenizer.bos_id, *c] for c in contexts], device=self.device)
+        logits, states, pos = self._stream(ids)
+        outputs: list[list[int]] = [[] for _ in contexts]
+        done = [False] * len(contexts)
+        for _ in range(max_new_tokens):
+            nxt = logits[:, -1].argmax(-1)
+            for i, tok in enumerate(nxt.tolist()):
+                if not done[i]:
+                    if tok in stop_set:
+                        done[i] = True
+                    else:
+                        outputs[i].append(tok)
+            if all(done):
+                break
+            logits, states, pos = self._stream(nxt[:, None], states, pos)
+        return outputs
