@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import subprocess
 import uuid
@@ -28,6 +29,10 @@ FIELDS = (
     "context_length", "depth", "metric", "value", "n", "state_bytes", "tokens_per_s", "config_hash", "data_hash",
     "git_sha", "created_at",
 )
+
+
+class NonFiniteResult(ValueError):
+    """An evaluation produced NaN/inf: the cell fails instead of recording it."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,10 @@ class RunInfo:
     def record(self, *, context_length: int | None, metric: str, value: float, n: int, subtask: str | None = None,
                depth: float | None = None, state_bytes: int | None = None, tokens_per_s: float | None = None,
                data_hash: str | None = None) -> dict[str, Any]:
+        if not math.isfinite(value):  # a NaN would be averaged as 0 by a summary or crash the report downstream
+            raise NonFiniteResult(f"{self.mechanism} / {self.task}: {metric}"
+                                  f"{f' ({subtask})' if subtask else ''} at {context_length} tokens is {value}; "
+                                  "nothing of this cell is recorded")
         cell = dict(context_length=context_length, metric=metric, value=value, n=n, subtask=subtask, depth=depth,
                     state_bytes=state_bytes, tokens_per_s=tokens_per_s, data_hash=data_hash)
         values = asdict(self) | cell

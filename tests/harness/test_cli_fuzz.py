@@ -1,6 +1,6 @@
 """CLI fuzz: hypothesis-generated bad command lines each exit non-zero with one line naming the problem, before
 anything is trained or written. Driven in-process through `bench.__main__.main` (the console entry) so that a few
-hundred cases take seconds; tests/test_cli.py runs the same path as a real subprocess."""
+hundred cases take seconds; tests/harness/test_cli.py runs the same path as a real subprocess."""
 
 import contextlib
 import io
@@ -71,6 +71,16 @@ BAD = st.one_of(
     word.map(lambda w: ["-m", f"mechanism=full,{w}"]),
     non_positive.map(lambda n: ["-m", "mechanism=full,sliding_window", f"eval.n=2,{n}"]),
     st.sampled_from([["mechanism=["], ["eval.lengths=[1,"], ["=5"], ["mechanism=full,sliding_window"]]),
+    # values that trained backwards, stopped learning or ran with a negative LR (issue 20, case 6)
+    st.floats(-10, 0).map(lambda v: [f"train.grad_clip={v}"]),
+    st.one_of(st.floats(-5, -0.001), st.floats(1.001, 5)).map(lambda v: [f"train.min_lr_ratio={v}"]),
+    st.floats(-5, -0.001).map(lambda v: [f"train.weight_decay={v}"]),
+    st.sampled_from(["train.lr", "train.base_lr", "train.grad_clip", "train.weight_decay"]).flatmap(
+        lambda k: keyed([], k, st.sampled_from(["nan", "inf", "-inf"]))),
+    st.integers(1, 600).map(lambda n: [f"eval.lengths=[{n + 200},{n + 200}]"]),  # each cell recorded twice (case 9)
+    st.one_of(st.integers(1_000_003, 10**9), st.integers(-100, -1)).map(lambda s: [f"train.seed={s}"]),  # case 11
+    st.sampled_from(["gpu", "cuda0", "tpu", "cpu:x"]).map(lambda d: [f"device={d}"]),  # case 12
+    st.sampled_from(["../x", "a/b", "..", "/tmp/abs"]).map(lambda s: [f"sweep_name={s}"]),  # case 15
 )
 if not torch.cuda.is_available():
     BAD = st.one_of(BAD, st.just(["device=cuda"]))
@@ -83,9 +93,24 @@ def store(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 
-@settings(max_examples=240, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(noise=NOISE, bad=BAD)
+def test_a_sample_of_bad_command_lines_exit_nonzero_in_one_line(store, monkeypatch, noise, bad):
+    """The fast suite's share of the fuzz: 25 command lines (~0.3 s each); the slow suite runs 240."""
+    check_rejected(store, monkeypatch, noise, bad)
+
+
+@pytest.mark.slow  # 240 examples: ~75 s on one core
+@settings(max_examples=240, **SETTINGS)
 @given(noise=NOISE, bad=BAD)
 def test_bad_command_lines_exit_nonzero_in_one_line_and_write_nothing(store, monkeypatch, noise, bad):
+    check_rejected(store, monkeypatch, noise, bad)
+
+
+def check_rejected(store, monkeypatch, noise, bad):
     def must_not_launch():
         raise AssertionError(f"bad input passed the pre-flight check: {noise + bad}")
 
