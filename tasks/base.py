@@ -39,7 +39,7 @@ class CellResult:
 
 @dataclasses.dataclass
 class TaskData:
-    """What tasks that read real text need besides their options: the sweep's corpus (tasks/corpus.py) and where
+    """What tasks that read real text need besides their options: the sweep's corpus (tasks/data/corpus.py) and where
     generated data is cached."""
 
     corpus: Any  # tasks.data.corpus.Corpus

@@ -35,9 +35,9 @@ class ModelConfig:
     # 1024: every name and place of the long-QA stories is one token; at 512 the corpus's merges left "kitchen" in
     # 5 pieces and "bedroom" / "bathroom" sharing their first one. Corpus text packs 2.8 characters per token.
     bpe_vocab_size: int = 1024
-    path: str = ""  # name=hf: a pretrained causal LM, local folder or hub id (bench/hf.py); its tokenizer is used
+    path: str = ""  # name=hf: a pretrained causal LM, folder or hub id (bench/models/hf.py), with its tokenizer
     dtype: str = "float32"  # name=hf: float32 | bfloat16 | float16
-    lora_rank: int = 8  # name=hf with infini / fam / bswa: LoRA on the attention projections (bench/hf_lora.py)
+    lora_rank: int = 8  # name=hf, hf_support "lora": LoRA on attention projections (bench/models/hf_mechanisms.py)
     lora_alpha: float = 16.0
 
 
@@ -87,7 +87,7 @@ class LoggerConfig:
 class Config:
     mechanism: Any = MISSING
     task: Any = MISSING
-    corpus: Any = MISSING  # the text perplexity, the training mixture and long-QA filler read (tasks/corpus.py)
+    corpus: Any = MISSING  # the text perplexity, the training mixture and long-QA filler read (tasks/data/corpus.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

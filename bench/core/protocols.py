@@ -42,3 +42,12 @@ class LongContextLM(Protocol):
     def generate(self, context: list[int], max_new_tokens: int, stop: list[int] | None = None) -> list[int]:
         """Greedy continuation of `context`, stopping at any id in `stop` or end-of-sequence."""
         ...
+
+    def generate_batch(self, contexts: list[list[int]], max_new_tokens: int, stop: list[int] | None = None
+                       ) -> list[list[int]]:
+        """`generate` for several contexts at once (a model may batch those of equal length)."""
+        ...
+
+    def state_bytes_after(self, n_tokens: int) -> int:
+        """Bytes the model carries after streaming `n_tokens`: the memory cost the records report."""
+        ...

@@ -65,7 +65,13 @@ def run(cfg: DictConfig) -> Path | None:
     label = f"{cell['mechanism']} / {cell['task']}"
     manifest = Manifest(manifest_path(path))
     entry = manifest.get(config_hash)
-    if config_hash in records.finished_config_hashes(path) and not cfg.force:
+    have = records.record_counts(path).get(config_hash, 0)
+    expected = entry.records if entry is not None else None
+    partial = 0 < have < (expected or 0)  # an append cut short (killed mid-write): recompute, replacing it
+    if partial:
+        log.warning("%s: only %d of its %d records were written (an interrupted append); recomputing it",
+                    label, have, expected)
+    if have and not partial and not cfg.force:
         log.info("%s: already recorded in %s (config %s), skipping; force=true recomputes it",
                  label, path, config_hash)
         if entry is None or entry.status != "done":
@@ -83,11 +89,14 @@ def run(cfg: DictConfig) -> Path | None:
     manifest.mark(config_hash, "running", **cell)
     try:
         rows = evaluate_cell(cfg, config_hash)
-        recorded = records.append_records(path, rows, replace=bool(cfg.force))
+        manifest.expect(config_hash, len(rows))
+        recorded = records.append_records(path, rows, replace=bool(cfg.force) or partial)
     except BaseException as e:
         manifest.mark(config_hash, "failed", **cell, error=one_line(e))
-        if path.exists():
+        try:
             summary.write_summary(path)  # the summary lists the failed cell
+        except Exception as summary_error:  # never hide the cell's own error behind the summary's
+            log.warning("could not rewrite the summary: %s", one_line(summary_error))
         raise
     manifest.mark(config_hash, "done", **cell)
     if recorded:

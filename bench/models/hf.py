@@ -11,7 +11,7 @@ How a mechanism runs here is its class's `hf_support` (mechanisms/base.py; the h
   checked against transformers' native Mistral sliding window on the same weights (tests/test_hf_models.py).
 - `rag`, `rag_dense`: retrieval in front of this model as the reader.
 - `infini`, `fam`, `bswa`: the mechanism replaces each layer's attention (with the layer's own projection weights)
-  and is trained with LoRA on the training mixture (bench/hf_lora.py).
+  and is trained with LoRA on the training mixture (bench/models/hf_mechanisms.py).
 """
 
 from __future__ import annotations

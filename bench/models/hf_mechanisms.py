@@ -10,7 +10,7 @@ reproduces the HF model's logits (tested), which checks the weight mapping.
 Training: LoRA adapters (peft) on every mechanism's `qkv` and `out` projections plus the mechanism's own new
 parameters (Infini's gates, FAM's initial memory) train on the sweep's training mixture; all pretrained weights
 stay frozen. Only the trained tensors are cached, under a hash of the model, mechanism, training config, tokenizer
-and corpus. Supported: Llama / Mistral / Qwen2-style decoders (pre-norm `input_layernorm`, `mlp`,
+and corpus. Supported: Llama / Mistral-style decoders (pre-norm `input_layernorm`, `mlp`,
 `post_attention_layernorm`) with hidden = heads x head_dim, no attention bias, and plain RoPE.
 """
 

@@ -1,4 +1,5 @@
-"""Tokenizers: raw bytes (default) or a byte-level BPE trained on the training text and cached by content hash.
+"""Tokenizers: a byte-level BPE (the default), trained on the training text and cached by content hash, or raw
+bytes.
 
 Digits are always single tokens (the BPE pre-tokenizer splits them), so a 5-digit pass key is 5 tokens under
 either tokenizer and every key is representable.

@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,11 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 def finished_config_hashes(path: str | Path) -> set[str]:
     return {r["config_hash"] for r in read_records(path)}
+
+
+def record_counts(path: str | Path) -> Counter[str]:
+    """Records per cell (config hash)."""
+    return Counter(r["config_hash"] for r in read_records(path))
 
 
 def append_records(path: str | Path, records: list[dict[str, Any]], replace: bool = False) -> bool:

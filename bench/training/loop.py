@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.core.errors import ConfigError
-from bench.training.mixture import Mixture
+from bench.training.mixture import Mixture, min_training_length
 from mechanisms.base import Mechanism
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def train(model: nn.Module, mixture: Mixture, cfg: Any, steps: int, lr: float, d
     (`nan_at_step` injects one, to exercise that path end to end)."""
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, lr), lr=lr, betas=(0.9, 0.95))
-    min_len = max(t.min_length() for t in mixture.tasks.values()) + 8
+    min_len = min_training_length(mixture.tasks.values())
     if cfg.train_length < min_len:
         raise ConfigError(f"train.train_length={cfg.train_length} is shorter than the tasks need ({min_len})")
     length_rng = random.Random(f"lengths:{cfg.seed}")

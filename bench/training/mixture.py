@@ -33,6 +33,11 @@ class Mixture:
         return t[:, :-1], t[:, 1:], torch.tensor(weights)
 
 
+def min_training_length(task_objs) -> int:
+    """The shortest training row every mixture task can fill (its fixed text) with some room to vary."""
+    return max(t.min_length() for t in task_objs) + 8
+
+
 def training_shape(train_cfg: Any, options: dict[str, Any]) -> tuple[int, int]:
     """(train_length, batch_size) the mechanism of `options` trains with. Memory only learns to cross boundaries
     it sees in training, so the recipe wants >= MIN_UNITS_PER_SEQUENCE segments/blocks per sequence (docs/design.md):

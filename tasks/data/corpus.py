@@ -2,7 +2,7 @@
 (`corpus=cpython|local|hf`).
 
 - `cpython` (default): built from text that ships with every CPython install, so it needs no download
-  (tasks/cpython_text.py): the standard library's docstrings, one document per top-level module or package, plus
+  (tasks/data/cpython_text.py): the standard library's docstrings, one document per top-level module or package, plus
   the `pydoc_data` help topics, one document each. The exact text depends on the Python version; the content hash
   recorded with every result says which text was used.
 - `local`: every .txt / .md / .rst file under a folder is a document; every line of a .jsonl file is one

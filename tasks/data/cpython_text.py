@@ -1,6 +1,6 @@
 """The default corpus's text, from what ships with CPython itself: the standard library's docstrings (read with
 `ast`, nothing imported) and the `pydoc_data` help topics. Standard library only, so it builds on a bare Python
-with no network: `python -S tasks/cpython_text.py` prints what it found."""
+with no network: `python -S tasks/data/cpython_text.py` prints what it found."""
 
 from __future__ import annotations
 
