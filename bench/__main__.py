@@ -9,6 +9,7 @@ the manifest with its reason and the sweep goes on; the command then exits 3 nam
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -17,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bench.config.schema import register_configs
-from bench.core.errors import ConfigError
+from bench.core.errors import ConfigError, one_line
 from bench.core.hashing import content_hash
 from bench.harness.preflight import check, replace_whole_dicts
 from bench.harness.runner import cell_identity, run
@@ -58,11 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    hydra_main()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # what stops Hydra (a launcher) reaches us, not its trace printer
+    stopped = None
+    try:
+        hydra_main()
+    except Exception as e:  # the launcher broke off (a joblib worker killed, a cluster error) or a single run failed
+        if len(jobs) == 1:
+            log.exception("the run failed")  # one cell: its traceback is the useful part, in the log
+        stopped = f"the sweep stopped: {one_line(e)}; "
     failed = failed_cells(jobs)
-    if failed:
-        print(f"error: {len(failed)} cell(s) did not finish (rerun the command to retry them): " + "; ".join(failed),
-              file=sys.stderr)
+    if failed or stopped:
+        print(f"error: {stopped or ''}{len(failed)} cell(s) did not finish (rerun the command to retry them)"
+              + (": " + "; ".join(failed) if failed else ""), file=sys.stderr)
         return 3
     return 0
 

@@ -1,11 +1,13 @@
-"""`python -m bench.summary [SWEEP]`: rewrite results/<sweep>/summary.md from its records.jsonl."""
+"""`python -m bench.summary [SWEEP]`: rewrite results/<sweep>/summary.md from its records.jsonl (and the cells its
+manifest.json says did not finish)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from bench.results.records import records_path
-from bench.results.summary import write_summary
+from bench.results.summary import MissingRecords, RecordsError, write_summary
 
 
 def main() -> None:
@@ -14,9 +16,13 @@ def main() -> None:
     parser.add_argument("--results-dir", default="results")
     args = parser.parse_args()
     path = records_path(args.results_dir, args.sweep)
-    if not path.exists():
-        raise SystemExit(f"error: no records at {path}; run the sweep first")
-    write_summary(path)
+    try:
+        write_summary(path, require=True)
+    except MissingRecords as e:
+        raise SystemExit(f"error: {e}") from None
+    except RecordsError as e:  # a damaged or empty store: one line naming the file and how to recover
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -6,20 +6,50 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from bench.report import dashboard, plots, sanity, tables
-from bench.results.records import read_records
-from bench.results.summary import cells, introspection_table, unfinished_table
+from bench.results.summary import cells, introspection_table, load_sweeps, non_finite_note, split_finite
 
 log = logging.getLogger(__name__)
 
+NON_FINITE_GATE = "every record holds a finite value (records with NaN/inf are left out of every table and figure)"
+
+
+def gates(df: pd.DataFrame, finite: pd.DataFrame, excluded: list[dict]) -> list[sanity.Gate]:
+    """The sanity gates on the finite cells, except the perplexity gate, which judges every cell (an infinite
+    perplexity is what it is there to catch), plus one gate that fails when records were left out as non-finite."""
+    judged = []
+    if not finite.empty:
+        ppl = sanity.perplexity_finite_beyond_training(df)
+        judged = [ppl if g.name == ppl.name else g for g in sanity.evaluate_gates(finite)]
+    if excluded:
+        judged.append(sanity.Gate(NON_FINITE_GATE, "fail", non_finite_note(excluded)))
+    return judged
+
 
 def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -> Path:
-    """Write tables/, plots/ and index.html under `out`; returns the dashboard's path."""
-    records = [r for f in records_files for r in read_records(f)]
-    if not records:
-        raise FileNotFoundError(f"no records in {', '.join(map(str, records_files))}")
-    df = cells(records)
+    """Write tables/, plots/ and index.html under `out`; returns the dashboard's path. A sweep with no records
+    but cells that did not finish (every cell failed) still gets a dashboard listing them and their reasons.
+    Raises MissingRecords / RecordsError (bench.results.summary) when there is nothing to show or a store is
+    damaged."""
+    records_files = [Path(f) for f in records_files]
+    every, unfinished = load_sweeps(records_files)
+    records, excluded = split_finite(every)
     out.mkdir(parents=True, exist_ok=True)
+    sources = [str(f) for f in records_files]
+    if not records:  # nothing finished (or nothing finite): the dashboard shows why
+        df = pd.DataFrame(columns=["sweep", "mechanism", "task", "metric", "created_at", "git_sha", "config_hash"])
+        est = pd.DataFrame(columns=["task", "metric", "mechanism", "context_length", "mean", "low", "high", "n"])
+        title = " + ".join(sorted({f.parent.name for f in records_files}))
+        judged = [sanity.Gate("the sweep has records", "fail",
+                              "no cell finished: see the cells that did not finish" if not unfinished.empty else
+                              "no record holds a finite value")] + gates(df, df, excluded)
+        page = dashboard.render(df, est, {}, judged, [], out, title, sources, unfinished)
+        log.info("report: no records, %d unfinished cells -> %s", len(unfinished), page)
+        return page
+    df = cells(records)
+    every_cell = cells(every) if excluded else df
     est = tables.estimates(df)
     written = tables.write_tables(df, est, out, threshold)
     figures = plots.write_plots(df, est, out)
@@ -30,9 +60,7 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
         "Mechanism statistics after evaluation (per layer)": introspection_table(records),
     }
     title = " + ".join(sorted(df["sweep"].unique()))
-    sources = [str(f) for f in records_files]
-    page = dashboard.render(df, est, extra, sanity.evaluate_gates(df), figures, out, title, sources,
-                            unfinished_table(records_files))
+    page = dashboard.render(df, est, extra, gates(every_cell, df, excluded), figures, out, title, sources,
+                            unfinished)
     log.info("report: %d tables, %d figures -> %s", len(written), len(figures), page)
     return page
-

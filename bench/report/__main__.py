@@ -1,13 +1,16 @@
-"""`python -m bench.report [SWEEP ...]`: rebuild results/<sweep>/report/ from the sweeps' records."""
+"""`python -m bench.report [SWEEP ...]`: rebuild results/<sweep>/report/ from the sweeps' records (and the cells
+their manifests say did not finish)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from bench.report import build_report
 from bench.results.records import records_path
+from bench.results.summary import MissingRecords, RecordsError
 
 
 def main() -> None:
@@ -19,11 +22,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     files = [records_path(args.results_dir, s) for s in args.sweeps]
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise SystemExit(f"error: no records at {', '.join(missing)}; run the sweep first")
     out = Path(args.out) if args.out else Path(args.results_dir) / "+".join(args.sweeps) / "report"
-    print(build_report(files, out, args.threshold))
+    try:
+        page = build_report(files, out, args.threshold)
+    except MissingRecords as e:
+        raise SystemExit(f"error: {e}") from None
+    except RecordsError as e:  # a damaged or empty store: one line naming the file and how to recover
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(page)
 
 
 if __name__ == "__main__":

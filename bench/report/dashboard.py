@@ -37,7 +37,8 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
            unfinished: pd.DataFrame | None = None) -> Path:
     tables = [
         {"title": f"{task} — {metric}", "html": _html_table(wide(est, task, metric, ("<b>", "</b>")))}
-        for task, metric in est[["task", "metric"]].drop_duplicates().itertuples(index=False)
+        for task, metric in (est[["task", "metric"]].drop_duplicates().itertuples(index=False)
+                             if not est.empty else [])
     ]
     for name, frame in extra.items():
         if not frame.empty:

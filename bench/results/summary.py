@@ -5,6 +5,7 @@ Richer reports build on the same records."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,18 @@ from bench.results.manifest import Manifest, manifest_path
 from bench.results.records import read_records
 
 DEPTH_METRIC = "exact_match"  # the metric broken down by depth
+# what a summary or report reads of every record: a line without them is not a record
+REQUIRED = ("sweep", "mechanism", "options", "task", "model", "config_hash", "context_length", "metric", "value", "n")
+RECOVER = "rerunning the sweep recomputes cells whose records are missing"
+
+
+class RecordsError(ValueError):
+    """A records store (or its manifest) a summary or report cannot read, as one line that names the file and
+    says how to recover; the command-line tools print it after `error: ` and exit 2."""
+
+
+class MissingRecords(FileNotFoundError):
+    """Neither records nor unfinished cells to show: the sweep has not run."""
 
 
 def base_name(label: str) -> str:
@@ -36,7 +49,38 @@ def ordered(labels) -> list[str]:
     return sorted(set(labels), key=lambda lab: (display_rank(base_name(lab)), lab))
 
 
+def is_finite(record: dict) -> bool:
+    value = record.get("value")
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def split_finite(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(records with a finite value, the others). Records written before records refused NaN/inf can hold them;
+    summaries and reports leave them out of every mean and say so (`non_finite_note`)."""
+    return [r for r in records if is_finite(r)], [r for r in records if not is_finite(r)]
+
+
+def _where(r: dict) -> str:
+    """`full passkey exact_match at 128 tokens, depth 0.0 = nan`: which cell a record is, and its value."""
+    task = r.get("task") if r.get("subtask") is None else f"{r.get('task')}/{r.get('subtask')}"
+    at = f" at {r['context_length']} tokens" if r.get("context_length") is not None else ""
+    depth = f", depth {r['depth']}" if r.get("depth") is not None else ""
+    return f"{r.get('mechanism')} {task} {r.get('metric')}{at}{depth} = {r.get('value')}"
+
+
+def non_finite_note(excluded: list[dict], shown: int = 3) -> str:
+    """One line: how many records were left out as non-finite, and the first few of them ('' for none)."""
+    if not excluded:
+        return ""
+    more = f", and {len(excluded) - shown} more" if len(excluded) > shown else ""
+    return (f"{len(excluded)} record{'s' if len(excluded) > 1 else ''} excluded from every mean as non-finite "
+            f"(NaN/inf): {'; '.join(_where(r) for r in excluded[:shown])}{more}")
+
+
 def _weighted_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Mean of `value` weighted by `n`; a non-finite value is left out (a NaN summed by pandas would count as 0
+    while its `n` still divides)."""
+    df = df[[math.isfinite(v) for v in df["value"].astype(float)]]
     df = df.assign(weighted=df["value"] * df["n"])
     grouped = df.groupby(keys)[["weighted", "n"]].sum()
     return grouped["weighted"] / grouped["n"]
@@ -129,30 +173,98 @@ def unfinished_table(records_files: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _missing_as_none(block: pd.DataFrame) -> pd.DataFrame:
+    """A cell without a mean (not evaluated, or only non-finite values) as None, which Markdown shows as `–`."""
+    return block.astype(object).where(block.notna(), None)
+
+
 def to_markdown(records: list[dict], unfinished: pd.DataFrame | None = None) -> str:
     parts = ["# Summary\n", "Mean over depths and samples; columns are context lengths in tokens (for perplexity: "
              "the end of each position bucket; for `perplexity/overall`: the longest document scored).\n"]
+    records, excluded = split_finite(records)
+    if excluded:
+        parts.append(f"\n{non_finite_note(excluded)}.\n")
+    if not records:
+        parts.append("\nNo record with a finite value.\n" if excluded else
+                     "\nNo records: no cell of this sweep has finished.\n")
     if unfinished is not None and not unfinished.empty:
         parts.append(f"\n## Cells that did not finish ({len(unfinished)})\n\n"
                      f"{unfinished.drop(columns='sweep').to_markdown(index=False)}\n")
+    if not records:
+        return "".join(parts)
     for (task, metric), block in summary_table(records).groupby(level=["task", "metric"]):
         block = block.droplevel(["task", "metric"]).dropna(axis=1, how="all")
-        block = block.reindex(ordered(block.index))
-        parts.append(f"\n## {task} — {metric}\n\n{block.to_markdown(floatfmt='.3f')}\n")
+        block = _missing_as_none(block.reindex(ordered(block.index)))
+        parts.append(f"\n## {task} — {metric}\n\n{block.to_markdown(floatfmt='.3f', missingval='–')}\n")
     by_depth = depth_table(records)
     for (task, length), block in by_depth.groupby(level=["task", "context_length"]):
         block = block.droplevel(["task", "context_length"]).dropna(axis=1, how="all")
-        block = block.reindex(ordered(block.index))
+        block = _missing_as_none(block.reindex(ordered(block.index)))
         parts.append(f"\n## {task} — {DEPTH_METRIC} by needle depth at {length} tokens\n\n"
-                     f"{block.to_markdown(floatfmt='.2f')}\n")
+                     f"{block.to_markdown(floatfmt='.2f', missingval='–')}\n")
     stats = introspection_table(records)
     if not stats.empty:
         parts.append(f"\n## Mechanism statistics after evaluation (per layer)\n\n{stats.to_markdown(index=False)}\n")
     return "".join(parts)
 
 
-def write_summary(records_file: Path) -> Path:
-    text = to_markdown(read_records(records_file), unfinished_table([records_file]))
+def read_store(records_file: str | Path) -> list[dict]:
+    """A sweep's records (none when the file does not exist); a store that cannot be read raises RecordsError
+    naming the file (and line) and how to recover."""
+    path = Path(records_file)
+    try:
+        rows = read_records(path)
+    except IsADirectoryError:
+        raise RecordsError(f"{path} is a directory, not a records file; move it aside ({RECOVER})") from None
+    except UnicodeDecodeError as e:  # before ValueError, which it subclasses
+        raise RecordsError(f"{path} is not text (undecodable byte at offset {e.start}); the file is damaged: "
+                           f"restore it or delete it ({RECOVER})") from None
+    except OSError as e:
+        raise RecordsError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # read_records names the file and the line that is not JSON
+        raise RecordsError(f"{e}; fix or delete that line ({RECOVER})") from None
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or any(k not in row for k in REQUIRED):
+            line = [n for n, text in enumerate(path.read_text().split("\n"), 1) if text.strip()][i]
+            raise RecordsError(f"{path}:{line} is not a record (a JSON object with {', '.join(REQUIRED)}); "
+                               f"fix or delete that line ({RECOVER})")
+    return rows
+
+
+def _unfinished(records_files: list[Path]) -> pd.DataFrame:
+    try:
+        return unfinished_table(records_files)
+    except ValueError as e:  # Manifest.read: names the manifest and says to delete it
+        raise RecordsError(str(e)) from None
+    except OSError as e:
+        raise RecordsError(f"cannot read the manifest next to {', '.join(map(str, records_files))}: "
+                           f"{e.strerror or e} ({e.filename or ''}); move it aside (the records alone tell which "
+                           "cells are done)") from None
+
+
+def load_sweeps(records_files: list[Path], require: bool = True) -> tuple[list[dict], pd.DataFrame]:
+    """The sweeps' records and their manifests' unfinished cells (`unfinished_table`). A sweep in which every cell
+    failed has no records but a manifest that says why, and that is worth showing. With `require`, nothing at all
+    to show raises MissingRecords (a records file is missing and its manifest lists no unfinished cell) or
+    RecordsError (the records files exist but hold none)."""
+    records_files = [Path(f) for f in records_files]
+    records = [r for f in records_files for r in read_store(f)]
+    per_file = {f: _unfinished([f]) for f in records_files}
+    frames = [u for u in per_file.values() if not u.empty]
+    unfinished = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if require:
+        missing = [str(f) for f, u in per_file.items() if not f.exists() and u.empty]
+        if missing:
+            raise MissingRecords(f"no records at {', '.join(missing)}; run the sweep first")
+        if not records and unfinished.empty:
+            raise RecordsError(f"{', '.join(map(str, records_files))}: no records in the file and no unfinished "
+                               "cell in the manifest; run the sweep first (or delete the empty file)")
+    return records, unfinished
+
+
+def write_summary(records_file: Path, require: bool = False) -> Path:
+    """Rewrite summary.md next to `records_file` (see `load_sweeps` for `require`)."""
+    text = to_markdown(*load_sweeps([records_file], require=require))
     out = Path(records_file).with_name("summary.md")
     atomic.write_text(out, text)
     print(text)

@@ -19,6 +19,7 @@ from bench.config.schema import register_configs
 from bench.harness.preflight import job_configs, replace_whole_dicts
 from bench.results.manifest import Entry, Manifest, is_alive_elsewhere, process_start
 from bench.results.records import FIELDS, read_records, record_counts
+from tests.helpers.sweeps import ROOT as ROOT_DIR
 from tests.helpers.sweeps import run
 
 register_configs()
@@ -156,3 +157,34 @@ def test_when_every_cell_fails_the_summary_lists_them_and_the_exit_code_is_3(tmp
     assert "did not finish" in summary and "loss is nan" in summary
     assert not os.path.exists(tmp_path / "results" / "smoke" / "records.jsonl") or not read_records(
         tmp_path / "results" / "smoke" / "records.jsonl")
+
+
+# case 14: a joblib worker killed (an OOM kill) fails its cell in one line and the rest resume
+@pytest.mark.slow
+def test_a_killed_joblib_worker_fails_its_cell_in_one_line_and_the_sweep_resumes(tmp_path):
+    import signal
+    import time
+
+    from tests.helpers.sweeps import command
+
+    args = ["-m", "sweep=smoke", "task=passkey", "mechanism=full,sliding_window", "eval.seed=0,1",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    job = subprocess.Popen(command(tmp_path, *args), cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    manifest = Manifest(tmp_path / "results" / "smoke" / "manifest.json")
+    deadline, victim = time.time() + 300, None
+    while victim is None and time.time() < deadline and job.poll() is None:
+        running = [e for e in manifest.read().values() if e.status == "running" and e.pid != job.pid]
+        victim = running[0].pid if running else None
+        time.sleep(0.2)
+    assert victim is not None, "no worker ever ran a cell"
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = job.communicate(timeout=600)
+    last = stderr.strip().splitlines()[-1]
+    assert job.returncode == 3, stderr[-3000:]
+    assert last.startswith("error: ") and "did not finish" in last, last
+    assert "Traceback" not in stderr, stderr[-3000:]
+    again = run(tmp_path, *args)
+    (tmp_path / "again.log").write_text(again.stderr)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(record_counts(tmp_path / "results" / "smoke" / "records.jsonl")) == 4
