@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup bench test test-all perf report browser lint clean
+.PHONY: help setup bench test test-slow test-all perf report browser lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,13 +24,17 @@ bench: setup  ## run the default sweep (trains, evaluates, writes results/defaul
 	$(PY) -m bench -m sweep=default; status=$$?; \
 	  if [ $$status -ne 2 ]; then $(PY) -m bench.report default || exit $$?; fi; exit $$status
 
-test: setup  ## fast tests (what CI runs)
+test: setup  ## fast tests: everything not marked slow
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: setup  ## every test, slow ones included
+test-slow: setup  ## only the slow tests (sweeps that train, lm-eval's CLI, launchers, LoRA); none selected passes
+	$(PY) -m pytest -m slow -q; status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "no slow tests selected"; exit 0; fi; exit $$status
+
+test-all: setup  ## every test, slow ones included (what .ci/run runs, in two passes)
 	$(PY) -m pytest -q
 
-perf: setup  ## time/memory scaling 1K-64K tokens per mechanism -> results/perf/ (summary.md, plots); ~15 min
+perf: setup  ## time/memory scaling 1K-64K tokens per mechanism -> results/perf/ (summary.md, plots); ~25 min
 	$(PY) -m pip install -q -c constraints.txt -e '.[perf]'
 	$(PY) -m bench.perf
 

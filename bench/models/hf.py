@@ -8,7 +8,8 @@ How a mechanism runs here is its class's `hf_support` (mechanisms/base.py; the h
   tokens), the convention of our own mechanism and of transformers' Mistral. It is imposed by an explicit 4-D
   mask per chunk and by evicting older keys from the cache after each chunk, so the carried state is bounded.
   Keys keep the absolute positions they were rotated with when cached (Mistral's convention), so the adapter is
-  checked against transformers' native Mistral sliding window on the same weights (tests/test_hf_models.py).
+  checked against transformers' native Mistral sliding window on the same weights
+  (tests/integrations/test_hf_models.py).
 - `rag`, `rag_dense`: retrieval in front of this model as the reader.
 - `infini`, `fam`, `bswa`: the mechanism replaces each layer's attention (with the layer's own projection weights)
   and is trained with LoRA on the training mixture (bench/models/hf_mechanisms.py).

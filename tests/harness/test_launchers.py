@@ -2,7 +2,8 @@
 the basic launcher records, in one shared results store; the SLURM preset composes into a valid sbatch script."""
 
 import pytest
-from sweeps import cell_values, run
+
+from tests.helpers.sweeps import cell_values, run
 
 SWEEP = ["-m", "sweep=smoke", "task=passkey", "mechanism=full,sliding_window", "eval.seed=0,1"]
 LAUNCHERS = {"joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
@@ -17,6 +18,7 @@ def basic(tmp_path_factory):
     return cell_values(root / "results" / "smoke" / "records.jsonl")
 
 
+@pytest.mark.slow  # 18-31 s each, after the basic sweep (18 s)
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_parallel_launchers_record_what_the_basic_launcher_records(launcher, basic, tmp_path):
     done = run(tmp_path, *SWEEP, *LAUNCHERS[launcher])
@@ -25,19 +27,20 @@ def test_parallel_launchers_record_what_the_basic_launcher_records(launcher, bas
     assert len({key[0] for key in basic}) == 4  # four cells
 
 
+@pytest.mark.slow  # 20 s
 def test_a_failed_cell_in_another_process_still_fails_the_command(tmp_path):
     done = run(tmp_path, "-m", "sweep=smoke", "task=passkey", "mechanism=sliding_window",
                "inject_nan_at_step=1,null", *LAUNCHERS["joblib"])
     assert done.returncode == 3, done.stderr[-3000:]
-    assert "1 cell(s) failed" in done.stderr and "loss is nan at step 1" in done.stderr
+    assert "1 cell(s) did not finish" in done.stderr and "loss is nan at step 1" in done.stderr
 
 
 def test_slurm_preset_builds_an_sbatch_script_with_the_documented_settings():
     from hydra import compose, initialize_config_dir
     from submitit.slurm.slurm import _make_sbatch_string
 
-    from bench.config import register_configs
-    from bench.preflight import CONF_DIR
+    from bench.config.schema import register_configs
+    from bench.harness.preflight import CONF_DIR
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

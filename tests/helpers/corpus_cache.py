@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.corpus import load_corpus
+from tasks.data.corpus import load_corpus
 
 
 @functools.cache

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from bench.tokenizer import BPETokenizer
+from bench.models.tokenizers import BPETokenizer
 from tasks.passkey import PasskeyTask
 
 

@@ -1,15 +1,15 @@
 """Running the real CLI in a subprocess against a private results/cache folder, and reading back what a sweep
 recorded in a form that ignores run ids and timings."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-import corpus_cache
+from bench.results.records import FIELDS, read_records
+from tests.helpers import ROOT, corpus_cache
 
-from bench.records import read_records
-
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "assert_every_line_is_a_record", "cell_values", "command", "run"]
 
 
 def command(root: Path, *overrides: str) -> list[str]:
@@ -29,3 +29,12 @@ def cell_values(records_file: Path) -> dict[tuple, tuple]:
              (r["value"], r["n"], r["state_bytes"], r["data_hash"], r["model"]) for r in rows}
     assert len(keyed) == len(rows), "duplicate records"
     return keyed
+
+
+def assert_every_line_is_a_record(records_file: Path) -> None:
+    """No torn last line, and every line a whole record with the schema's fields in order."""
+    if records_file.exists():
+        text = records_file.read_text()
+        assert text == "" or text.endswith("\n"), "torn last line"
+        for line in text.splitlines():
+            assert tuple(json.loads(line)) == FIELDS

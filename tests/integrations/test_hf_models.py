@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from hf_models import save_tiny
-from sweeps import run
 
-from bench.hf import HFStreamingLM, load_model, load_tokenizer
+from bench.models.hf import HFStreamingLM, load_model, load_tokenizer
+from tests.helpers.hf_models import save_tiny
+from tests.helpers.sweeps import run
 
 WINDOW = 8
 
@@ -70,6 +70,7 @@ def test_sinks_stay_visible_to_every_later_query(llama_dir):
     torch.testing.assert_close(lm._stream(ids)[0][0, -1], lm._stream(changed)[0][0, -1])
 
 
+@pytest.mark.slow  # 34 s: three CLI runs
 def test_cli_runs_a_local_hf_model_with_a_training_free_mechanism(llama_dir, tmp_path):
     done = run(tmp_path, "model=hf", f"model.path={llama_dir}", "mechanism=sliding_window", "mechanism.window=32",
                "task=passkey", "eval.lengths=[200]", "eval.n=2", "task.depths=[0.5]", "sweep_name=hf")
@@ -89,7 +90,7 @@ def test_our_mechanisms_inside_an_hf_model_reproduce_its_logits(llama_dir, mistr
     logits, and our `sliding_window` inside Mistral gives transformers' native Mistral sliding window."""
     from transformers import AutoModelForCausalLM
 
-    from bench.hf_lora import MechanismLM
+    from bench.models.hf_mechanisms import MechanismLM
 
     ids = torch.randint(3, 200, (2, 40), generator=torch.Generator().manual_seed(3))
     for folder, mechanism, options in ((llama_dir, "full", {}), (mistral_dir, "sliding_window", {"window": WINDOW})):
@@ -104,7 +105,7 @@ def test_our_mechanisms_inside_an_hf_model_reproduce_its_logits(llama_dir, mistr
 
 
 def test_lora_training_moves_only_adapters_and_mechanism_parameters(llama_dir):
-    from bench.hf_lora import MechanismLM, add_lora
+    from bench.models.hf_mechanisms import MechanismLM, add_lora
 
     model = MechanismLM(load_model(str(llama_dir)), "infini", {"segment": 8})
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -127,6 +128,7 @@ def test_lora_training_moves_only_adapters_and_mechanism_parameters(llama_dir):
     assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in after.items() if "lora_B" in n)
 
 
+@pytest.mark.slow  # 31 s: LoRA training through the CLI, twice
 def test_cli_trains_infini_into_an_hf_model_with_lora(llama_dir, tmp_path):
     overrides = ["model=hf", f"model.path={llama_dir}", "model.lora_rank=4", "mechanism=infini",
                  "mechanism.segment=16", "task=passkey", "train.steps=2", "train.batch_size=2",
@@ -139,4 +141,4 @@ def test_cli_trains_infini_into_an_hf_model_with_lora(llama_dir, tmp_path):
     assert "gate_memory_weight" in {r["metric"] for r in rows}
     assert list((tmp_path / "cache" / "checkpoints").glob("hf-*.pt"))
     again = run(tmp_path, *overrides, "force=true")
-    assert again.returncode == 0 and "cached LoRA checkpoint" in again.stdout + again.stderr
+    assert again.returncode == 0 and "cached checkpoint" in again.stdout + again.stderr

@@ -8,22 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import corpus_cache
 import pytest
 import torch
 import yaml
-from hf_models import save_tiny
 
-from bench.export_lm_eval import export
-from bench.lm import StreamingLM
-from bench.lm_eval_adapter import MemoryBenchLM
-from bench.model import Backbone, BackboneSpec
-from bench.tokenizer import ByteTokenizer
+from bench.integrations.lm_eval_export import export
+from bench.integrations.lm_eval_model import MemoryBenchLM
+from bench.models.backbone import Backbone, BackboneSpec
+from bench.models.streaming import StreamingLM
+from bench.models.tokenizers import ByteTokenizer
 from tasks.longqa import LongQATask, QAOptions
 from tasks.passkey import PasskeyOptions, PasskeyTask
 from tasks.perplexity import PerplexityOptions, PerplexityTask
+from tests.helpers import corpus_cache
+from tests.helpers.hf_models import save_tiny
 
-ROOT = Path(__file__).resolve().parent.parent
 TOK = ByteTokenizer()
 
 
@@ -104,6 +103,7 @@ def test_longqa_export_writes_one_task_per_family_and_length(task_data, tmp_path
     assert row["answer"] in TOK.decode(TOK.encode(row["prompt"])[a:b])
 
 
+@pytest.mark.slow  # 36 s: lm-eval's own CLI in a subprocess
 def test_lm_eval_cli_runs_an_exported_task_on_a_local_hf_llama(task_data, tmp_path):
     model_dir = save_tiny("llama", tmp_path / "llama")
     task = PasskeyTask(PasskeyOptions(name="passkey", depths=[0.5]), TOK, task_data)
@@ -119,7 +119,7 @@ def test_lm_eval_cli_runs_an_exported_task_on_a_local_hf_llama(task_data, tmp_pa
 
 
 def test_bench_lm_eval_cli_trains_or_loads_our_model_and_runs_a_task(task_data, tmp_path):
-    from bench.lm_eval import main
+    from bench.integrations.lm_eval_run import main
 
     task = PerplexityTask(PerplexityOptions(name="perplexity", buckets=[64, 128]), TOK, task_data)
     export({"perplexity": task}, [], 2, 0, tmp_path / "tasks")

@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
-from streaming import stream
 
 import mechanisms
-from bench.model import RMSNorm, SwiGLU
-from mechanisms.base import ConfigError
+from bench.core.errors import ConfigError
+from bench.models.backbone import RMSNorm, SwiGLU
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.rope import apply_rope
+from tests.helpers.streaming import stream
 
 D, H, B = 32, 4, 6
 DH = D // H
@@ -40,7 +40,6 @@ def make(name="fam", dtype=torch.float64, seed=0, **opts):
     m.bind_block(parts.norm1, parts.feed_forward)
     m.parts = parts  # keep the stand-ins alive with the module
     return m
-
 
 
 def attend(q, keys, values, probs_out=None):

@@ -1,15 +1,15 @@
-"""Infini-attention against brute-force float64 references and the paper's invariants (DESIGN.md §2)."""
+"""Infini-attention against brute-force float64 references and the paper's invariants (docs/design.md, "Mechanisms")."""
 
 import math
 
 import pytest
 import torch
-from streaming import stream
 
 import mechanisms
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.infini import sigma
 from mechanisms.rope import apply_rope
+from tests.helpers.streaming import stream
 
 D, H, N = 32, 4, 8
 DH = D // H
@@ -21,7 +21,6 @@ def make(update="linear", gate=0.3, segment=N, dtype=torch.float64, seed=0):
     with torch.no_grad():
         m.gate.fill_(gate)
     return m
-
 
 
 def reference(m, x, update):
@@ -177,16 +176,3 @@ def test_parallel_linear_path_equals_the_segment_loop():
     x = torch.randn(2, 6 * N + 3, D)
     torch.testing.assert_close(stream(m, x, [x.shape[1]])[0], stream(m, x, [N] * 6 + [3])[0], atol=1e-5, rtol=0)
 
-
-def test_gates_get_their_own_optimizer_group_without_decay():
-    from bench.model import Backbone, BackboneSpec
-    from bench.train import param_groups
-
-    model = Backbone(BackboneSpec(50, D, 2, H, 64), "infini", {"segment": N, "gate_lr_mult": 20.0})
-    groups = param_groups(model, weight_decay=0.1, lr=1e-3)
-    gate_group = [g for g in groups if any(p is model.blocks[0].mixer.gate for p in g["params"])]
-    assert len(gate_group) == 1 and gate_group[0]["lr"] == pytest.approx(2e-2)
-    assert gate_group[0]["weight_decay"] == 0.0 and len(gate_group[0]["params"]) == 2  # one per layer
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    qkv_group = [g for g in groups if any(p is model.blocks[0].mixer.qkv.weight for p in g["params"])][0]
-    assert qkv_group["weight_decay"] == 0.1 and qkv_group["lr"] == pytest.approx(1e-3)

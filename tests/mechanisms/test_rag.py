@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mechanisms
-from bench.lm import StreamingLM
-from bench.model import Backbone, BackboneSpec
-from bench.tokenizer import ByteTokenizer
-from mechanisms.base import ConfigError
+from bench.core.errors import ConfigError
+from bench.models.backbone import Backbone, BackboneSpec
+from bench.models.streaming import StreamingLM
+from bench.models.tokenizers import ByteTokenizer
 from mechanisms.rag import BM25Retriever, DenseRetriever, RetrievalLM, chunk_spans, merge_spans
 
 

@@ -10,20 +10,19 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import mechanisms
-from bench.config import ModelConfig
-from bench.model import BackboneSpec, Block
-from bench.perf import PeakMemory, PerfConfig, measure, validate, write
-from bench.perf_refs import dense_mask_forward
-from bench.records import FIELDS, read_records
-from mechanisms.base import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.config.schema import ModelConfig
+from bench.core.errors import ConfigError
+from bench.models.backbone import BackboneSpec, Block
+from bench.perf.refs import dense_mask_forward
+from bench.perf.runner import PeakMemory, PerfConfig, measure, validate, write
+from bench.results.records import FIELDS, read_records
+from tests.helpers import CONF
+from tests.helpers.mechanism_cases import cases, params, per_layer_names, small_options, with_reference_mask
 
 
 def tiny(tmp_path: Path, **changes) -> PerfConfig:
     return PerfConfig(**{
-        "mechanisms": {"full": {}, "sliding_window": {"window": 16}, "infini": {"segment": 16},
-                       "bswa": {"block": 8, "mem_blocks": 1}, "fam": {"block": 8, "fam_tokens": 2}},
+        "mechanisms": {name: small_options(name) for name in per_layer_names()},  # every per-layer mechanism
         "lengths": [64, 128], "repeats": 1, "layer_d_model": 32, "layer_heads": 2,
         "model": ModelConfig(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, bpe_vocab_size=64),
         "stream_chunk": 48, "dense_max_length": 64, "full_max_length": 128, "peer": False, "matmul_size": 64,
@@ -38,7 +37,7 @@ def test_a_tiny_perf_run_writes_records_targets_and_plots(tmp_path):
     assert all(tuple(r) == FIELDS and r["task"] == "perf" for r in rows)
     speed = {(r["mechanism"], r["subtask"], r["context_length"], (r["options"] or {}).get("impl"))
              for r in rows if r["metric"] == "tokens_per_s"}
-    for m in ("full", "sliding_window", "infini", "bswa", "fam"):
+    for m in per_layer_names():
         for n in (64, 128):
             assert {(m, "layer", n, None), (m, "model_stream", n, None)} <= speed
     assert ("sliding_window", "layer", 64, "dense_mask") in speed
@@ -46,8 +45,9 @@ def test_a_tiny_perf_run_writes_records_targets_and_plots(tmp_path):
     assert all(r["value"] > 0 and math.isfinite(r["value"]) for r in rows if r["metric"] != "peak_bytes")
     bounded = {(r["mechanism"], r["context_length"]): r["state_bytes"] for r in rows
                if r["subtask"] == "model_stream" and r["metric"] == "tokens_per_s"}
-    for m in ("sliding_window", "infini", "bswa", "fam"):
-        assert bounded[m, 64] == bounded[m, 128]
+    for m in per_layer_names():
+        if mechanisms.get(m).bounded_state:
+            assert bounded[m, 64] == bounded[m, 128], m
     assert bounded["full", 128] == 2 * bounded["full", 64]
     text = summary.read_text()
     assert "## Targets" in text and "| sliding_window / full kernel tokens/s at 16K" in text
@@ -55,11 +55,14 @@ def test_a_tiny_perf_run_writes_records_targets_and_plots(tmp_path):
     assert (tmp_path / "perf" / "plots" / "layer_tokens_per_s.png").exists()
 
 
-@pytest.mark.parametrize("name,options", [("sliding_window", {"window": 5}), ("bswa", {"block": 4, "mem_blocks": 1}),
-                                          ("bswa", {"block": 6, "mem_blocks": 2})])
+MASKED = with_reference_mask(cases() + [("sliding_window", {"window": 5}), ("bswa", {"block": 4, "mem_blocks": 1}),
+                                        ("bswa", {"block": 6, "mem_blocks": 2})])
+
+
+@pytest.mark.parametrize("name,options", params(MASKED))
 def test_dense_mask_references_compute_the_same_layer(name, options):
     torch.manual_seed(0)
-    block = Block(BackboneSpec(64, 16, 1, 2, 48), mechanisms.build(name, 16, 2, **options)).double()
+    block = Block.build(BackboneSpec(64, 16, 1, 2, 48), mechanisms.build(name, 16, 2, **options)).double()
     x = torch.randn(2, 37, 16, dtype=torch.float64)
     state = block.mixer.init_state(2, "cpu", torch.float64)
     ours, _ = block(x, state, torch.arange(37))
@@ -76,7 +79,7 @@ def test_peak_memory_sees_an_allocation():
 
 
 def test_perf_config_is_typed_and_validated(tmp_path):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = OmegaConf.to_object(compose("perf", overrides=["lengths=[64]"]))
         assert isinstance(cfg, PerfConfig) and cfg.lengths == [64]
         with pytest.raises(Exception, match="lenghts"):

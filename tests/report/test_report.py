@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.records import FIELDS
 from bench.report import build_report, sanity, tables
 from bench.report.stats import estimate, paired_difference
-from bench.summary import cells
+from bench.results.records import FIELDS
+from bench.results.summary import cells
 
 LENGTHS, DEPTHS = [128, 256, 512], [0.0, 0.5, 1.0]
 
