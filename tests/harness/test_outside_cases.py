@@ -188,3 +188,48 @@ def test_a_killed_joblib_worker_fails_its_cell_in_one_line_and_the_sweep_resumes
     (tmp_path / "again.log").write_text(again.stderr)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(record_counts(tmp_path / "results" / "smoke" / "records.jsonl")) == 4
+
+
+def cell_hash(tmp_path: Path, *args: str) -> str:
+    from bench.core.hashing import content_hash
+    from bench.harness.runner import cell_identity
+
+    (cfg,) = job_configs([*args, f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}"])
+    return content_hash(cell_identity(cfg))
+
+
+# case 4 at the command line: a resume runs the cell a reused pid would have blocked
+@pytest.mark.slow
+def test_a_resume_runs_a_cell_whose_running_entry_has_a_reused_pid(tmp_path):
+    import socket
+
+    args = ["mechanism=sliding_window", "task=passkey", "sweep=smoke", "hydra.mode=RUN"]
+    manifest = Manifest(tmp_path / "results" / "smoke" / "manifest.json")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        manifest.mark(cell_hash(tmp_path, *args), "running", "sliding_window", "passkey", {})
+        entries = manifest.read()
+        for entry in entries.values():  # as if written before a restart by a process whose pid `other` now has
+            entry.host, entry.pid, entry.started = socket.gethostname(), other.pid, process_start(other.pid) - 600
+        manifest.path.write_text(json.dumps({h: e.__dict__ for h, e in entries.items()}))
+        done = run(tmp_path, *args)
+    finally:
+        other.kill()
+        other.wait()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "another job" not in done.stdout + done.stderr
+    assert read_records(tmp_path / "results" / "smoke" / "records.jsonl")
+
+
+# case 13 at the command line: a damaged manifest neither blocks the cells nor prints a traceback
+@pytest.mark.slow
+def test_a_sweep_with_a_damaged_manifest_runs_and_rebuilds_it(tmp_path):
+    args = ["mechanism=sliding_window", "task=passkey", "sweep=smoke", "hydra.mode=RUN"]
+    first = run(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = tmp_path / "results" / "smoke" / "manifest.json"
+    manifest.write_text(manifest.read_text()[:40])  # truncated
+    again = run(tmp_path, *args, "eval.seed=1")  # a new cell next to the recorded one
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr and "rebuilt from records.jsonl" in again.stdout + again.stderr
+    assert {e.status for e in Manifest(manifest).read().values()} == {"done"} and len(Manifest(manifest).read()) == 2
