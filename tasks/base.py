@@ -23,6 +23,19 @@ class TaskOptions:
 
 
 @dataclasses.dataclass
+class SampleOutcome:
+    """One evaluation sample's outcome: what the report pairs and bootstraps over, and what a reader checks when a
+    mechanism misses (the prompt's needle/fact positions, the prediction, the gold answer). The same `sample`
+    index within one (context length, depth, subtask) group is the same prompt for every mechanism."""
+
+    sample: int
+    metrics: dict[str, float]  # per-sample values whose mean is the record (accuracy), or sums (perplexity)
+    prediction: str | None = None
+    gold: str | None = None
+    positions: dict[str, Any] | None = None  # token spans in the prompt, e.g. {"needle": [start, end]}
+
+
+@dataclasses.dataclass
 class CellResult:
     """One metric of one evaluation cell; bench.results.records adds the run's provenance."""
 
@@ -35,6 +48,9 @@ class CellResult:
     state_bytes: int | None = None
     tokens_per_s: float | None = None
     data_hash: str | None = None
+    # The per-sample outcomes behind this cell's group (context length, depth, subtask): given once per group, on
+    # one of the metrics that share the samples; written to results/<sweep>/samples/<config_hash>.jsonl.
+    samples: list[SampleOutcome] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -12,7 +12,7 @@ import time
 
 from bench.core.errors import ConfigError
 from bench.core.hashing import content_hash
-from tasks.base import CellResult, Task, TaskOptions, eval_rng
+from tasks.base import CellResult, SampleOutcome, Task, TaskOptions, eval_rng
 from tasks.registry import register
 
 SMALL_ALPHABET_SHARE = 0.5  # training spans drawn from a few tokens, so that matching needs a longer prefix
@@ -69,12 +69,15 @@ class CopyTask(Task):
             started = time.perf_counter()
             outputs = lm.generate_batch([p for p, _ in samples], span_len - 1)
             elapsed = time.perf_counter() - started
-            exact = sum(o[: span_len - 1] == gold for o, (_, gold) in zip(outputs, samples, strict=True)) / n
+            hits = [o[: span_len - 1] == gold for o, (_, gold) in zip(outputs, samples, strict=True)]
+            outcomes = [SampleOutcome(i, {"exact_match": float(hit)}, self.tokenizer.decode(o[: span_len - 1]),
+                                      self.tokenizer.decode(gold), {"span": [0, span_len]})
+                        for i, (o, (_, gold), hit) in enumerate(zip(outputs, samples, hits, strict=True))]
             results.append(
                 CellResult(
-                    context_length=length, metric="exact_match", value=exact, n=n,
+                    context_length=length, metric="exact_match", value=sum(hits) / n, n=n,
                     state_bytes=lm.state_bytes_after(length), tokens_per_s=n * (length + span_len) / elapsed,
-                    data_hash=content_hash(samples),
+                    data_hash=content_hash(samples), samples=outcomes,
                 )
             )
         return results

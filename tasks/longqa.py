@@ -38,7 +38,7 @@ from typing import Any
 
 from bench.core.errors import ConfigError
 from bench.core.hashing import content_hash
-from tasks.base import CellResult, Task, TaskOptions, eval_rng
+from tasks.base import CellResult, SampleOutcome, Task, TaskOptions, eval_rng
 from tasks.data.cache import cached_rows
 from tasks.data.corpus import TokenStream, load_checked_dataset, token_stream
 from tasks.passkey import covers
@@ -338,9 +338,17 @@ class LongQATask(Task):
                         for spans, s in zip(retrieved, samples, strict=True)) / len(samples)
                 data_hash = content_hash([[s["prompt"], s["answer"]] for s in samples])
                 tokens = sum(len(s["prompt"]) for s in samples) + len(samples) * self.options.max_new_tokens
+                outcomes = []
+                for i, (o, s, hit) in enumerate(zip(outputs, samples, hits, strict=True)):
+                    per_sample = {"exact_match": float(hit)}
+                    if "retrieval_recall" in values:
+                        per_sample["retrieval_recall"] = float(all(covers(retrieved[i], tuple(f))
+                                                                   for f in s["fact_spans"]))
+                    outcomes.append(SampleOutcome(i, per_sample, self.tokenizer.decode(o), " | ".join(s["answers"]),
+                                                  {"facts": [list(f) for f in s.get("fact_spans") or []]}))
                 for metric, value in values.items():
                     results.append(CellResult(
                         context_length=length, metric=metric, value=value, n=len(samples), subtask=family,
                         state_bytes=state_bytes[length], tokens_per_s=tokens / elapsed,
-                        data_hash=data_hash))
+                        data_hash=data_hash, samples=outcomes if metric == "exact_match" else []))
         return results

@@ -14,7 +14,7 @@ import time
 from bench.core.errors import ConfigError
 from bench.core.hashing import content_hash
 from bench.core.protocols import Tokenizer
-from tasks.base import CellResult, Task, TaskData, TaskOptions, eval_rng
+from tasks.base import CellResult, SampleOutcome, Task, TaskData, TaskOptions, eval_rng
 from tasks.registry import register
 
 INSTRUCTION = (
@@ -162,12 +162,20 @@ class PasskeyTask(Task):
                 if retrieved is not None:
                     values["retrieval_recall"] = sum(
                         covers(spans, s.needle_span) for spans, s in zip(retrieved, samples, strict=True)) / n
+                outcomes = []
+                for i, (o, s, sc) in enumerate(zip(outputs, samples, scores, strict=True)):
+                    per_sample = dict(sc)
+                    if retrieved is not None:
+                        per_sample["retrieval_recall"] = float(covers(retrieved[i], s.needle_span))
+                    outcomes.append(SampleOutcome(i, per_sample, tok.decode(o), s.key,
+                                                  {"needle": list(s.needle_span)}))
                 for metric, value in values.items():
                     results.append(
                         CellResult(
                             context_length=length, depth=depth, metric=metric, value=value, n=n,
                             state_bytes=state_bytes, data_hash=data_hash,
                             tokens_per_s=n * (length + self.options.max_new_tokens) / elapsed,
+                            samples=outcomes if metric == "exact_match" else [],
                         )
                     )
         return results

@@ -22,7 +22,7 @@ import torch
 
 from bench.core.errors import ConfigError
 from bench.core.hashing import content_hash
-from tasks.base import CellResult, Task, TaskOptions
+from tasks.base import CellResult, SampleOutcome, Task, TaskOptions
 from tasks.data.corpus import token_stream, tokenized_documents
 from tasks.registry import register
 
@@ -60,6 +60,19 @@ def bucket_table(scores: list[DocumentScore], ends: list[int]) -> list[tuple[int
             rows.append((end, float(sum(p.double().sum() for p in parts)), count))
         start = end
     return rows
+
+
+def document_outcomes(scores: list[DocumentScore], ends: list[int]) -> dict[int, list[SampleOutcome]]:
+    """Per bucket end, one outcome per document holding tokens there: its summed NLL and token count, so that
+    exp(sum nll / sum tokens) over the documents is the bucket's pooled perplexity (the record's value)."""
+    out, start = {}, 0
+    for end in ends:
+        rows = [SampleOutcome(i, {"nll": float(s.nll[start:end].double().sum()), "tokens": len(s.nll[start:end])})
+                for i, s in enumerate(scores) if len(s.nll) > start]
+        if rows:
+            out[end] = rows
+        start = end
+    return out
 
 
 def overall(scores: list[DocumentScore]) -> dict[str, float]:
@@ -105,16 +118,20 @@ class PerplexityTask(Task):
         data_hash = content_hash([self.data.corpus.hash, o.split, texts])
         tokens_per_s = sum(len(t) for t in texts) / elapsed
         subtask = None if o.stateless_window is None else f"stateless_window={o.stateless_window}"
+        per_document = document_outcomes(scores, list(o.buckets))
         results = [
             CellResult(context_length=end, metric="ppl", value=math.exp(total / count), n=count, subtask=subtask,
-                       state_bytes=lm.state_bytes_after(end), tokens_per_s=tokens_per_s, data_hash=data_hash)
+                       state_bytes=lm.state_bytes_after(end), tokens_per_s=tokens_per_s, data_hash=data_hash,
+                       samples=per_document[end])
             for end, total, count in bucket_table(scores, list(o.buckets))
         ]
         longest = max(len(t) for t in texts)
         n_tokens = sum(len(t) for t in texts)
         label = "overall" if subtask is None else f"overall, {subtask}"
+        documents = [SampleOutcome(i, {"nll": float(s.nll.double().sum()), "tokens": len(s.nll), "bytes": s.n_bytes})
+                     for i, s in enumerate(scores)]
         for metric, value in overall(scores).items():
             results.append(CellResult(context_length=longest, metric=metric, value=value, n=n_tokens, subtask=label,
                                       state_bytes=lm.state_bytes_after(longest), tokens_per_s=tokens_per_s,
-                                      data_hash=data_hash))
+                                      data_hash=data_hash, samples=documents if metric == "ppl" else []))
         return results

@@ -17,7 +17,7 @@ from bench.core.errors import one_line
 from bench.core.hashing import content_hash
 from bench.harness.factory import backbone_spec, build_task, make_tokenizer, model_and_lm
 from bench.report import wandb_log
-from bench.results import records, summary
+from bench.results import records, samples, summary
 from bench.results.manifest import Manifest, is_alive_elsewhere, manifest_path
 from bench.training.mixture import training_shape
 from tasks.base import CellResult
@@ -88,7 +88,8 @@ def run(cfg: DictConfig) -> Path | None:
                  f" ({entry.error})" if entry.error else "")
     manifest.mark(config_hash, "running", **cell)
     try:
-        rows = evaluate_cell(cfg, config_hash)
+        rows, sample_rows = evaluate_cell(cfg, config_hash)
+        samples.write_samples(path, config_hash, sample_rows)  # before the records: a recorded cell has samples
         manifest.expect(config_hash, len(rows))
         recorded = records.append_records(path, rows, replace=bool(cfg.force) or partial)
     except BaseException as e:
@@ -109,8 +110,8 @@ def run(cfg: DictConfig) -> Path | None:
     return path
 
 
-def evaluate_cell(cfg: DictConfig, config_hash: str) -> list[dict[str, Any]]:
-    """Get the trained model (cached), evaluate the task, and return the cell's records."""
+def evaluate_cell(cfg: DictConfig, config_hash: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Get the trained model (cached), evaluate the task, and return the cell's records and per-sample rows."""
     tokenizer = make_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
     m = cfg.model
@@ -138,6 +139,7 @@ def evaluate_cell(cfg: DictConfig, config_hash: str) -> list[dict[str, Any]]:
                               options={k: v for k, v in options.items() if k != "name"}, task=cfg.task.name,
                               model=model_name, seed=cfg.train.seed,
                               train_length=training_shape(cfg.train, options)[0], config_hash=config_hash)
-    return [run.record(context_length=r.context_length, depth=r.depth, metric=r.metric, value=r.value, n=r.n,
+    rows = [run.record(context_length=r.context_length, depth=r.depth, metric=r.metric, value=r.value, n=r.n,
                        subtask=r.subtask, state_bytes=r.state_bytes, tokens_per_s=r.tokens_per_s,
                        data_hash=r.data_hash) for r in results]
+    return rows, samples.sample_rows(config_hash, cfg.task.name, results)

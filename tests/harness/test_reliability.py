@@ -11,7 +11,7 @@ import pytest
 
 from bench.results.manifest import Manifest
 from bench.results.records import read_records
-from tests.helpers.sweeps import ROOT, assert_every_line_is_a_record, cell_values, command, run
+from tests.helpers.sweeps import ROOT, assert_every_line_is_a_record, cell_values, check_sidecars, command, run
 
 SWEEP = ["-m", "sweep=smoke", "task=passkey", "mechanism=full,sliding_window,infini", "eval.seed=0,1"]  # 6 cells
 
@@ -38,6 +38,7 @@ def test_a_sweep_killed_at_random_points_resumes_to_the_uninterrupted_records(tm
             cell_values(records_file)  # asserts no duplicates
     final = run(resumed, *SWEEP)
     assert final.returncode == 0, final.stderr[-3000:]
+    assert check_sidecars(records_file) == 6  # every recorded cell kept its per-sample outcomes through the kills
     assert cell_values(records_file) == expected
     manifest = Manifest(records_file.with_name("manifest.json")).read()
     assert {h for h, _, _, _, _ in expected} == set(manifest)

@@ -4,12 +4,16 @@ recorded in a form that ignores run ids and timings."""
 import json
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from bench.results.records import FIELDS, read_records
+from bench.results.samples import read_samples
 from tests.helpers import ROOT, corpus_cache
 
-__all__ = ["ROOT", "assert_every_line_is_a_record", "cell_values", "command", "run"]
+__all__ = ["ROOT", "assert_every_line_is_a_record", "cell_values", "check_sidecars", "command", "run"]
 
 
 def command(root: Path, *overrides: str) -> list[str]:
@@ -38,3 +42,23 @@ def assert_every_line_is_a_record(records_file: Path) -> None:
         assert text == "" or text.endswith("\n"), "torn last line"
         for line in text.splitlines():
             assert tuple(json.loads(line)) == FIELDS
+
+
+def check_sidecars(records_file) -> int:
+    """Every recorded cell's sidecar agrees with its records; returns how many cells were checked."""
+    rows = read_records(records_file)
+    cells = {r["config_hash"] for r in rows}
+    for cell in cells:
+        samples = read_samples(records_file, cell)
+        assert samples is not None, f"no sidecar for recorded cell {cell}"
+        groups = defaultdict(list)
+        for s in samples:
+            groups[(s["subtask"], s["context_length"], s["depth"])].append(s)
+        for r in rows:
+            if r["config_hash"] != cell or r["context_length"] is None or r["task"] == "perplexity":
+                continue
+            group = groups[(r["subtask"], r["context_length"], r["depth"])]
+            assert len(group) == r["n"], r
+            assert sum(s["metrics"][r["metric"]] for s in group) / len(group) == pytest.approx(r["value"], abs=1e-12)
+            assert all(s["data_hash"] == r["data_hash"] for s in group)
+    return len(cells)

@@ -72,3 +72,21 @@ def test_perplexity_training_windows_come_from_the_train_split(lm, task_data):
 def test_options_validation_names_the_key():
     with pytest.raises(ConfigError, match="task.buckets"):
         PerplexityOptions(name="perplexity", buckets=[256, 64]).validate()
+
+
+def test_per_document_outcomes_weight_back_to_the_pooled_records_exactly(lm, task_data):
+    """The sidecar's per-document sums are what the report bootstraps over; pooled again they must give the
+    records' values exactly, per bucket and over whole documents."""
+    task = PerplexityTask(PerplexityOptions(name="perplexity", buckets=[8, 32, 100, 300]), lm.tokenizer, task_data)
+    results = task.evaluate(lm, [], n=3, seed=0)
+    for r in results:
+        if r.metric == "ppl":
+            docs = r.samples
+            assert len(docs) == 3 and [d.sample for d in docs] == [0, 1, 2]
+            assert sum(d.metrics["tokens"] for d in docs) == r.n
+            assert math.exp(sum(d.metrics["nll"] for d in docs) / sum(d.metrics["tokens"] for d in docs)) == r.value
+    whole = {r.metric: r for r in results if r.subtask == "overall"}
+    docs = whole["ppl"].samples
+    nll, tokens, n_bytes = (sum(d.metrics[k] for d in docs) for k in ("nll", "tokens", "bytes"))
+    assert nll / tokens == whole["nll"].value
+    assert nll / (math.log(2) * n_bytes) == whole["bits_per_byte"].value
