@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report import dashboard, plots, sanity, tables
+from bench.report.samples import load_samples
 from bench.results.summary import cells, introspection_table, load_sweeps, non_finite_note, split_finite
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,12 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
         return page
     df = cells(records)
     every_cell = cells(every) if excluded else df
-    est = tables.estimates(df)
-    written = tables.write_tables(df, est, out, threshold)
+    samples = load_samples(records_files)  # per-sample outcomes of the cells that have them
+    est = tables.estimates(df, samples)
+    written = tables.write_tables(df, est, out, threshold, samples)
     figures = plots.write_plots(df, est, out)
     extra = {
-        "Paired difference against full (same samples; 95% CI)": tables.paired(df),
+        "Paired difference against full (same samples; 95% CI)": tables.paired(df, samples),
         f"Effective length (longest length with mean >= {threshold} at every shorter length)":
             tables.effective_length(est, threshold),
         "Mechanism statistics after evaluation (per layer)": introspection_table(records),

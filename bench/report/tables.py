@@ -1,6 +1,10 @@
 """Comparison tables: mechanism x context length per task and metric as mean with a 95% CI, the best value per
 column marked, paired differences against `full`, and an effective length per mechanism — written as Markdown,
-CSV and LaTeX."""
+CSV and LaTeX.
+
+Each entry (and each paired comparison, both sides) is estimated from its per-sample outcomes when every one of its
+cells has samples that add up to its record (bench/report/samples.py), and otherwise from its records exactly as
+before samples were kept (bench/report/stats.py says how each interval is made)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report.stats import Estimate, estimate, paired_difference
+from bench.report.samples import entry_units, index_samples
+from bench.report.stats import Estimate, estimate, paired_difference, sample_estimate, sample_paired_difference
 from bench.results.summary import ordered
 
 LOWER_IS_BETTER = {"ppl", "bits_per_byte", "nll"}
@@ -26,25 +31,38 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def estimates(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, metric, mechanism, context_length) with mean, low, high, n."""
+def estimates(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (task, metric, mechanism, context_length) with mean, low, high, n: from the entry's samples
+    (`bench.report.samples.load_samples`) when all its cells have them, else from its records."""
     rows = []
+    index = index_samples(samples)
     for (task, metric, mech, length), group in df.groupby(["task", "metric", "mechanism", "context_length"]):
-        e = estimate(group)
-        if not higher_is_better(metric) and len(group["seed"].unique()) < 2:  # not a [0, 1] score: no Bernoulli CI
-            e = Estimate(e.mean, float("nan"), float("nan"), e.n)
+        units = entry_units(group, samples, index, metric)
+        if units is not None:
+            e = sample_estimate(units, metric)
+        else:
+            e = estimate(group)
+            if not higher_is_better(metric) and len(group["seed"].unique()) < 2:  # not in [0, 1]: no Bernoulli CI
+                e = Estimate(e.mean, float("nan"), float("nan"), e.n)
         rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
                      "mean": e.mean, "low": e.low, "high": e.high, "n": e.n})
     return pd.DataFrame(rows)
 
 
-def paired(df: pd.DataFrame) -> pd.DataFrame:
-    """Every mechanism minus `full` on the cells both scored on the same samples."""
+def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every mechanism minus `full` on the cells both scored on the same samples: a paired bootstrap over those
+    samples when the cells of both sides have them, else from the records (sides redrawn independently)."""
     rows = []
+    index = index_samples(samples)
     for (task, metric, length), group in df.groupby(["task", "metric", "context_length"]):
         ref = group[group["mechanism"] == REFERENCE]
+        ref_units = entry_units(ref, samples, index, metric)
         for mech, cells in group[group["mechanism"] != REFERENCE].groupby("mechanism"):
-            d = paired_difference(cells, ref) if not ref.empty else None
+            units = entry_units(cells, samples, index, metric) if ref_units is not None else None
+            if units is not None:
+                d = sample_paired_difference(units, ref_units, metric)
+            else:
+                d = paired_difference(cells, ref) if not ref.empty else None
             if d is not None:
                 rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
                              "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": verdict(d, metric)})
@@ -103,9 +121,10 @@ def wide(est: pd.DataFrame, task: str, metric: str, bold: tuple[str, str]) -> pd
     return table.reindex(ordered(table.index)).fillna("–")
 
 
-def write_tables(df: pd.DataFrame, est: pd.DataFrame, out: Path, threshold: float) -> dict[str, list[Path]]:
-    """All tables under out/tables/ from the cells and their `estimates`; returns {'<task> — <metric>': [md, csv,
-    tex]} plus paired / effective."""
+def write_tables(df: pd.DataFrame, est: pd.DataFrame, out: Path, threshold: float,
+                 samples: pd.DataFrame | None = None) -> dict[str, list[Path]]:
+    """All tables under out/tables/ from the cells (and their samples, if any) and their `estimates`; returns
+    {'<task> — <metric>': [md, csv, tex]} plus paired / effective."""
     out = out / "tables"
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
@@ -119,7 +138,7 @@ def write_tables(df: pd.DataFrame, est: pd.DataFrame, out: Path, threshold: floa
         latex.index.name = "mechanism"
         stem.with_suffix(".tex").write_text(latex.to_latex(escape=False))
         written[f"{task} — {metric}"] = [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
-    pairs = paired(df)
+    pairs = paired(df, samples)
     if not pairs.empty:
         pairs.to_csv(out / "paired_vs_full.csv", index=False)
         written["paired vs full"] = [out / "paired_vs_full.csv"]

@@ -11,6 +11,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from bench.report import plots, tables
+from bench.report.samples import load_samples
+from bench.results.records import records_path
 from bench.results.summary import cells
 
 
@@ -26,7 +28,7 @@ def log_job(cfg: DictConfig, rows: list[dict[str, Any]], identity: dict[str, Any
     )
     with run:
         df = cells(rows)
-        est = tables.estimates(df)
+        est = tables.estimates(df, load_samples([records_path(cfg.results_dir, cfg.sweep_name)]))
         for r in est.itertuples(index=False):
             run.summary[f"{r.task}/{r.metric}/{r.context_length}"] = r.mean
         for r in rows:

@@ -115,11 +115,25 @@ def labelled(records: list[dict]) -> pd.DataFrame:
                 f" {models.at[i, c]}" for c in model_parts)
     df = df.assign(mechanism=labels)
     for _, group in df.groupby(["mechanism", "task"]):
-        if group["config_hash"].nunique() > 1:
+        if group["config_hash"].nunique() > 1 and not seed_replicates(group):
             tag = group["sweep"] if group[["sweep", "config_hash"]].drop_duplicates()["sweep"].is_unique else (
                 group["config_hash"].str[:8])
             df.loc[group.index, "mechanism"] = group["mechanism"] + " [" + tag + "]"
     return df
+
+
+def seed_replicates(group: pd.DataFrame) -> bool:
+    """Whether the configurations under one label are training seeds of one study: each config hash has its own
+    seed, and all were evaluated on exactly the same samples (the same data hashes per cell), so nothing but the
+    training seed sets them apart that the records can tell. Their cells then share the label and the report's
+    intervals resample the seeds."""
+    per_config = group.groupby("config_hash")
+    seeds = per_config["seed"].nunique()
+    if (seeds != 1).any() or group["seed"].nunique() != len(seeds):
+        return False
+    evaluated = [frozenset(map(tuple, cells[["context_length", "depth", "subtask", "data_hash"]].astype(str).values))
+                 for _, cells in per_config]
+    return all(e == evaluated[0] for e in evaluated)
 
 
 def cells(records: list[dict]) -> pd.DataFrame:
