@@ -20,6 +20,8 @@ from bench.results.summary import ordered
 
 LOWER_IS_BETTER = {"ppl", "bits_per_byte", "nll"}
 REFERENCE = "full"
+CALIBRATION = 0.9  # a task family counts in verdicts only where the reference reaches this in its training length
+CALIBRATION_METRIC = "exact_match"
 
 
 def file_stem(name: str) -> str:
@@ -51,9 +53,11 @@ def estimates(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataF
 
 def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every mechanism minus `full` on the cells both scored on the same samples: a paired bootstrap over those
-    samples when the cells of both sides have them, else from the records (sides redrawn independently)."""
+    samples when the cells of both sides have them, else from the records (sides redrawn independently). A task
+    family the reference cannot do in its training length gets 'uncalibrated (full: <score>)', not a verdict."""
     rows = []
     index = index_samples(samples)
+    uncalibrated = uncalibrated_tasks(df)
     for (task, metric, length), group in df.groupby(["task", "metric", "context_length"]):
         ref = group[group["mechanism"] == REFERENCE]
         ref_units = entry_units(ref, samples, index, metric)
@@ -64,14 +68,34 @@ def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFram
             else:
                 d = paired_difference(cells, ref) if not ref.empty else None
             if d is not None:
+                judged = verdict(d, metric)
+                if task in uncalibrated:
+                    judged = f"uncalibrated ({REFERENCE}: {uncalibrated[task]:.2f})"
                 rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
-                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": verdict(d, metric)})
+                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": judged})
     return pd.DataFrame(rows)
 
 
+def reference_scores(df: pd.DataFrame) -> dict[str, float]:
+    """Per task (family): the reference mechanism's mean exact match at context lengths within its training
+    length. Tasks without that metric (perplexity) have none."""
+    ref = df[(df["mechanism"] == REFERENCE) & (df["metric"] == CALIBRATION_METRIC)]
+    ref = ref[ref["context_length"] <= ref["train_length"]]
+    return {task: float((g["value"] * g["n"]).sum() / g["n"].sum()) for task, g in ref.groupby("task")}
+
+
+def uncalibrated_tasks(df: pd.DataFrame, threshold: float = CALIBRATION) -> dict[str, float]:
+    """Task families the reference cannot do in its own training length (score < threshold): any mechanism's
+    number there measures noise, so the report draws no verdict from them."""
+    return {task: score for task, score in reference_scores(df).items() if score < threshold}
+
+
 def verdict(d: Estimate, metric: str) -> str:
-    """'better' / 'worse' than full when the whole CI is on one side of 0, else 'tie'."""
-    if math.isnan(d.low) or d.contains(0.0):
+    """'better' / 'worse' than full when the whole CI is on one side of 0, 'tie' when it covers 0, and
+    'no interval' when none could be computed (never reported as a tie)."""
+    if math.isnan(d.low):
+        return "no interval"
+    if d.contains(0.0):
         return "tie"
     return "better" if (d.low > 0) == higher_is_better(metric) else "worse"
 

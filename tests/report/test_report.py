@@ -159,3 +159,20 @@ def test_runs_of_one_mechanism_that_differ_are_never_averaged_together():
     assert len(set(labels)) == 4
     assert labels[1] == "infini(update=delta) base1500+150" and labels[2] == "infini(update=linear) base1500+600"
     assert labels[0] == "infini(update=linear) base1500+150 [synthetic]" and labels[3].endswith("[other]")
+
+
+def test_a_family_the_reference_cannot_do_gets_no_verdict():
+    """Full attention at 0.35 in its own training length: every difference there is noise, flagged as such."""
+    rows = []
+    for mech, in_length, beyond in (("full", 0.35, 0.1), ("sliding_window", 0.9, 0.9)):
+        for length, value in ((128, in_length), (512, beyond)):
+            rows.append({"mechanism": mech, "task": "longqa/single_fact", "metric": "exact_match", "seed": 0,
+                         "context_length": length, "train_length": 256, "value": value, "n": 100, "depth": None,
+                         "subtask": "single_fact", "data_hash": f"d{length}"})
+            rows.append({**rows[-1], "task": "passkey", "subtask": None, "value": 1.0 if mech == "full" else 0.5})
+    df = pd.DataFrame(rows)
+    assert tables.uncalibrated_tasks(df) == {"longqa/single_fact": pytest.approx(0.35)}
+    verdicts = tables.paired(df).set_index(["task", "context_length"])["verdict"]
+    assert verdicts[("longqa/single_fact", 128)] == "uncalibrated (full: 0.35)"
+    assert verdicts[("longqa/single_fact", 512)] == "uncalibrated (full: 0.35)"
+    assert verdicts[("passkey", 128)] == "worse"

@@ -210,16 +210,19 @@ def aggregate_estimates(df):
 
 
 def aggregate_paired(df):
-    """tables.paired as it was before samples were kept (verbatim)."""
+    """tables.paired as it was before samples were kept (verbatim, plus the calibration flag it gained since)."""
     rows = []
+    uncalibrated = tables.uncalibrated_tasks(df)
     for (task, metric, length), group in df.groupby(["task", "metric", "context_length"]):
         ref = group[group["mechanism"] == tables.REFERENCE]
         for mech, cells_ in group[group["mechanism"] != tables.REFERENCE].groupby("mechanism"):
             d = paired_difference(cells_, ref) if not ref.empty else None
             if d is not None:
+                judged = tables.verdict(d, metric)
+                if task in uncalibrated:
+                    judged = f"uncalibrated ({tables.REFERENCE}: {uncalibrated[task]:.2f})"
                 rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
-                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n,
-                             "verdict": tables.verdict(d, metric)})
+                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": judged})
     return pd.DataFrame(rows)
 
 
@@ -279,7 +282,7 @@ def test_perplexity_paired_verdict_gets_a_finite_interval_with_samples(tmp_path)
     before = aggregate_paired(df)
     after = tables.paired(df, samples)
     ppl_before = before[before["metric"] == "ppl"]
-    assert ppl_before["low"].isna().all() and (ppl_before["verdict"] == "tie").all()  # records alone: no interval
+    assert ppl_before["low"].isna().all() and (ppl_before["verdict"] == "no interval").all()  # records: no interval
     ppl = after[after["metric"].isin(["ppl", "nll", "bits_per_byte"])]
     assert len(ppl) == len(before[before["metric"].isin(["ppl", "nll", "bits_per_byte"])]) == 5
     assert np.isfinite(ppl[["low", "high"]].to_numpy()).all()
