@@ -32,9 +32,23 @@ def _html_table(table: pd.DataFrame) -> str:
         index=False, escape=False, classes="sortable", border=0)
 
 
+def _verdict_html(overview: pd.DataFrame) -> str:
+    """The one-screen verdict with each cell coloured by its verdict (better / worse / tie / uncalibrated)."""
+    def cell(text: str) -> str:
+        kind = text.split(" ", 1)[0] if text else ""
+        kind = kind if kind in ("better", "worse", "tie", "uncalibrated") else "na"
+        return f'<span class="v-{kind}">{html.escape(text)}</span>'
+
+    table = overview.map(cell)
+    table.index = [html.escape(str(i)) for i in table.index]
+    table.columns = [html.escape(str(c)) for c in table.columns]
+    return table.reset_index(names="mechanism").to_html(index=False, escape=False, classes="verdict", border=0)
+
+
 def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], gates: list[Gate],
            figures: list[Path], out: Path, title: str, sources: list[str],
-           unfinished: pd.DataFrame | None = None) -> Path:
+           unfinished: pd.DataFrame | None = None, overview: pd.DataFrame | None = None,
+           uncalibrated: dict[str, float] | None = None) -> Path:
     tables = [
         {"title": f"{task} — {metric}", "html": _html_table(wide(est, task, metric, ("<b>", "</b>")))}
         for task, metric in (est[["task", "metric"]].drop_duplicates().itertuples(index=False)
@@ -58,6 +72,10 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
         packages=[(p, _version(p)) for p in PACKAGES],
         unfinished=jinja2.utils.markupsafe.Markup(unfinished.to_html(index=False, classes="sortable", border=0))
         if unfinished is not None and not unfinished.empty else None,
+        overview=jinja2.utils.markupsafe.Markup(_verdict_html(overview))
+        if overview is not None and not overview.empty else None,
+        uncalibrated=sorted((uncalibrated or {}).items()),
+        seeds=[str(x) for x in sorted(df["seed"].dropna().unique())] if "seed" in df else [],
     )
     path = out / "index.html"
     atomic.write_text(path, page)

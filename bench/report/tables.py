@@ -12,6 +12,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.report.samples import entry_units, index_samples
@@ -51,14 +52,14 @@ def estimates(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
+def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "context_length") -> pd.DataFrame:
     """Every mechanism minus `full` on the cells both scored on the same samples: a paired bootstrap over those
     samples when the cells of both sides have them, else from the records (sides redrawn independently). A task
     family the reference cannot do in its training length gets 'uncalibrated (full: <score>)', not a verdict."""
     rows = []
     index = index_samples(samples)
     uncalibrated = uncalibrated_tasks(df)
-    for (task, metric, length), group in df.groupby(["task", "metric", "context_length"]):
+    for (task, metric, length), group in df.groupby(["task", "metric", by]):
         ref = group[group["mechanism"] == REFERENCE]
         ref_units = entry_units(ref, samples, index, metric)
         for mech, cells in group[group["mechanism"] != REFERENCE].groupby("mechanism"):
@@ -71,9 +72,40 @@ def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFram
                 judged = verdict(d, metric)
                 if task in uncalibrated:
                     judged = f"uncalibrated ({REFERENCE}: {uncalibrated[task]:.2f})"
-                rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
+                rows.append({"task": task, "metric": metric, "mechanism": mech, by: length,
                              "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": judged})
     return pd.DataFrame(rows)
+
+
+HEADLINE_METRICS = ("exact_match", "ppl")  # what the one-screen verdict compares, per task family
+
+
+def verdict_overview(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The one-screen verdict: mechanism x (task family, in length | beyond length) -> the paired difference to
+    full attention pooled over the lengths of that regime, as '<verdict> <diff> [<low>, <high>]'. The regime is
+    judged against the reference's training length, so both sides of a pair fall in the same one. Position buckets
+    of perplexity count as lengths; whole-document rows are left out; uncalibrated families are left out (the
+    dashboard lists them under the table with the reference's score)."""
+    cells = df[df["metric"].isin(HEADLINE_METRICS) & ~df["task"].str.contains("/overall")]
+    ref = cells[cells["mechanism"] == REFERENCE]
+    if ref.empty:
+        return pd.DataFrame()
+    limit = ref.groupby("task")["train_length"].max()
+    cells = cells[cells["task"].isin(limit.index)]
+    in_length = cells["context_length"].to_numpy() <= cells["task"].map(limit).to_numpy()
+    cells = cells.assign(regime=np.where(in_length, "in length", "beyond"))
+    pairs = paired(cells, samples, by="regime")
+    if pairs.empty:
+        return pairs
+    pairs = pairs.assign(column=pairs["task"] + " · " + pairs["regime"], text=[
+        v if v.startswith(("uncalibrated", "no interval")) else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        for v, d, lo, hi in pairs[["verdict", "diff", "low", "high"]].itertuples(index=False)])
+    pairs = pairs[~pairs["verdict"].str.startswith("uncalibrated")]  # listed under the table, not in it
+    if pairs.empty:
+        return pd.DataFrame()
+    table = pairs.pivot(index="mechanism", columns="column", values="text")
+    columns = sorted(table.columns, key=lambda c: (c.split(" · ")[0], c.endswith("beyond")))
+    return table.reindex(index=ordered(table.index), columns=columns).fillna("")
 
 
 def reference_scores(df: pd.DataFrame) -> dict[str, float]:

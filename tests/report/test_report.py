@@ -176,3 +176,19 @@ def test_a_family_the_reference_cannot_do_gets_no_verdict():
     assert verdicts[("longqa/single_fact", 128)] == "uncalibrated (full: 0.35)"
     assert verdicts[("longqa/single_fact", 512)] == "uncalibrated (full: 0.35)"
     assert verdicts[("passkey", 128)] == "worse"
+
+
+def test_the_one_screen_verdict_pools_each_regime_and_leaves_uncalibrated_families_out():
+    rows = []
+    for mech, value in (("full", 1.0), ("sliding_window", 0.5), ("rag", 1.0)):
+        for length in (128, 200, 512):
+            for family, ref_score in (("passkey", 1.0), ("longqa/single_fact", 0.3)):
+                rows.append({"mechanism": mech, "task": family, "metric": "exact_match", "seed": 0,
+                             "context_length": length, "train_length": 256, "n": 100, "depth": None,
+                             "subtask": None, "data_hash": f"{family}{length}",
+                             "value": ref_score if mech == "full" else value})
+    overview = tables.verdict_overview(pd.DataFrame(rows))
+    assert list(overview.columns) == ["passkey · in length", "passkey · beyond"]
+    assert overview.loc["sliding_window", "passkey · in length"].startswith("worse -0.50")
+    assert overview.loc["rag", "passkey · beyond"] == "tie +0.00 [+0.00, +0.00]"
+    assert list(overview.index) == ["sliding_window", "rag"]
