@@ -51,6 +51,12 @@ class Capabilities:
     # Options `make perf` measures it with at 1K-64K tokens (its defaults fill the rest).
     perf_options: ClassVar[dict[str, Any]] = {}
 
+    @classmethod
+    def span_baseline(cls, options: MechanismOptions) -> tuple[str, dict[str, Any]] | None:
+        """The memory-free mechanism (name, options) that sees the same local span as this one: what its memory
+        adds is measured against it (the report's own-span table). None: no such baseline."""
+        return None
+
 
 class Mechanism(Capabilities, nn.Module):
     """Base class; subclasses set `name` and `Options` and implement the four state-machine methods."""

@@ -82,6 +82,10 @@ class FeedbackAttentionMemory(Mechanism):
     hf_support = "lora"
     display_order = 4
     perf_options = {"block": 256, "mem_blocks": 1, "fam_tokens": 16}
+
+    @classmethod
+    def span_baseline(cls, options):
+        return "bswa", {"block": options.block, "mem_blocks": options.mem_blocks}
     Options = FAMOptions
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:
@@ -207,6 +211,10 @@ class BlockSlidingWindow(FeedbackAttentionMemory):
     Options = BSWAOptions
     display_order = 3
     perf_options = {"block": 256, "mem_blocks": 1}
+
+    @classmethod
+    def span_baseline(cls, options):
+        return None  # it is the baseline
 
     @classmethod
     def reference_mask(cls, options, length, device):

@@ -91,6 +91,10 @@ class InfiniAttention(Mechanism):
     hf_support = "lora"
     display_order = 2
     perf_options = {"segment": 512}
+
+    @classmethod
+    def span_baseline(cls, options):
+        return "sliding_window", {"window": options.segment}
     Options = InfiniOptions
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:

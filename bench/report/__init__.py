@@ -62,10 +62,12 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
         "Mechanism statistics after evaluation (per layer)": introspection_table(records),
     }
     title = " + ".join(sorted(df["sweep"].unique()))
-    overview = tables.verdict_overview(df, samples)
+    overview, baseline = tables.verdict_overview(df, samples), tables.baseline_overview(df, samples)
     if not overview.empty:
         overview.reset_index(names="mechanism").to_csv(out / "tables" / "verdict_overview.csv", index=False)
+    if not baseline.empty:
+        baseline.reset_index(names="pair").to_csv(out / "tables" / "verdict_own_span_baseline.csv", index=False)
     page = dashboard.render(df, est, extra, gates(every_cell, df, excluded), figures, out, title, sources,
-                            unfinished, overview, tables.uncalibrated_tasks(df))
+                            unfinished, overview, tables.uncalibrated_tasks(df), baseline)
     log.info("report: %d tables, %d figures -> %s", len(written), len(figures), page)
     return page

@@ -32,7 +32,7 @@ def _html_table(table: pd.DataFrame) -> str:
         index=False, escape=False, classes="sortable", border=0)
 
 
-def _verdict_html(overview: pd.DataFrame) -> str:
+def _verdict_html(overview: pd.DataFrame, row: str = "mechanism") -> str:
     """The one-screen verdict with each cell coloured by its verdict (better / worse / tie / uncalibrated)."""
     def cell(text: str) -> str:
         kind = text.split(" ", 1)[0] if text else ""
@@ -42,13 +42,13 @@ def _verdict_html(overview: pd.DataFrame) -> str:
     table = overview.map(cell)
     table.index = [html.escape(str(i)) for i in table.index]
     table.columns = [html.escape(str(c)) for c in table.columns]
-    return table.reset_index(names="mechanism").to_html(index=False, escape=False, classes="verdict", border=0)
+    return table.reset_index(names=row).to_html(index=False, escape=False, classes="verdict", border=0)
 
 
 def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], gates: list[Gate],
            figures: list[Path], out: Path, title: str, sources: list[str],
            unfinished: pd.DataFrame | None = None, overview: pd.DataFrame | None = None,
-           uncalibrated: dict[str, float] | None = None) -> Path:
+           uncalibrated: dict[str, float] | None = None, baseline: pd.DataFrame | None = None) -> Path:
     tables = [
         {"title": f"{task} — {metric}", "html": _html_table(wide(est, task, metric, ("<b>", "</b>")))}
         for task, metric in (est[["task", "metric"]].drop_duplicates().itertuples(index=False)
@@ -75,6 +75,8 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
         overview=jinja2.utils.markupsafe.Markup(_verdict_html(overview))
         if overview is not None and not overview.empty else None,
         uncalibrated=sorted((uncalibrated or {}).items()),
+        baseline=jinja2.utils.markupsafe.Markup(_verdict_html(baseline, "pair"))
+        if baseline is not None and not baseline.empty else None,
         seeds=[str(x) for x in sorted(df["seed"].dropna().unique())] if "seed" in df else [],
     )
     path = out / "index.html"

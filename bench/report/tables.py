@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import mechanisms
+from bench.core.errors import ConfigError
 from bench.report.samples import entry_units, index_samples
 from bench.report.stats import Estimate, estimate, paired_difference, sample_estimate, sample_paired_difference
-from bench.results.summary import ordered
+from bench.results.summary import base_name, ordered
 
 LOWER_IS_BETTER = {"ppl", "bits_per_byte", "nll"}
 REFERENCE = "full"
@@ -52,17 +54,19 @@ def estimates(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "context_length") -> pd.DataFrame:
-    """Every mechanism minus `full` on the cells both scored on the same samples: a paired bootstrap over those
-    samples when the cells of both sides have them, else from the records (sides redrawn independently). A task
-    family the reference cannot do in its training length gets 'uncalibrated (full: <score>)', not a verdict."""
+def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "context_length",
+           reference: str = REFERENCE) -> pd.DataFrame:
+    """Every mechanism minus `reference` (full attention) on the cells both scored on the same samples: a paired
+    bootstrap over those samples when the cells of both sides have them, else from the records (sides redrawn
+    independently). A task family full attention cannot do in its training length gets 'uncalibrated (full:
+    <score>)', not a verdict."""
     rows = []
     index = index_samples(samples)
     uncalibrated = uncalibrated_tasks(df)
     for (task, metric, length), group in df.groupby(["task", "metric", by]):
-        ref = group[group["mechanism"] == REFERENCE]
+        ref = group[group["mechanism"] == reference]
         ref_units = entry_units(ref, samples, index, metric)
-        for mech, cells in group[group["mechanism"] != REFERENCE].groupby("mechanism"):
+        for mech, cells in group[group["mechanism"] != reference].groupby("mechanism"):
             units = entry_units(cells, samples, index, metric) if ref_units is not None else None
             if units is not None:
                 d = sample_paired_difference(units, ref_units, metric)
@@ -80,32 +84,73 @@ def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "con
 HEADLINE_METRICS = ("exact_match", "ppl")  # what the one-screen verdict compares, per task family
 
 
+def regimes(df: pd.DataFrame) -> pd.DataFrame:
+    """The headline cells (HEADLINE_METRICS, no whole-document rows) with `regime`: 'in length' or 'beyond' full
+    attention's training length for that task, so that both sides of any pair fall in the same regime."""
+    cells = df[df["metric"].isin(HEADLINE_METRICS) & ~df["task"].str.contains("/overall")]
+    limit = cells[cells["mechanism"] == REFERENCE].groupby("task")["train_length"].max()
+    cells = cells[cells["task"].isin(limit.index)]
+    in_length = cells["context_length"].to_numpy() <= cells["task"].map(limit).to_numpy()
+    return cells.assign(regime=np.where(in_length, "in length", "beyond"))
+
+
+def _overview_table(pairs: pd.DataFrame, row: str) -> pd.DataFrame:
+    pairs = pairs[~pairs["verdict"].str.startswith("uncalibrated")]  # listed under the table, not in it
+    if pairs.empty:
+        return pd.DataFrame()
+    pairs = pairs.assign(column=pairs["task"] + " · " + pairs["regime"], text=[
+        v if v.startswith("no interval") else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        for v, d, lo, hi in pairs[["verdict", "diff", "low", "high"]].itertuples(index=False)])
+    table = pairs.pivot(index=row, columns="column", values="text")
+    columns = sorted(table.columns, key=lambda c: (c.split(" · ")[0], c.endswith("beyond")))
+    return table.reindex(columns=columns).fillna("")
+
+
+def baseline_overview(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each memory mechanism against its own-span baseline (the mechanism's `span_baseline`: Infini against the
+    sliding window with W = segment, FAM against BSWA with the same blocks), where a memory claim lives; same
+    layout as `verdict_overview`, rows '<mechanism> − <baseline>'. Only pairs both present in the records."""
+    cells = regimes(df)
+    uncalibrated = uncalibrated_tasks(df)
+    options = {label: g["options"].iloc[0] or {} for label, g in cells.groupby("mechanism")}
+    parts = []
+    for label in ordered(options):
+        try:
+            cls = mechanisms.get(base_name(label))
+            target = cls.span_baseline(mechanisms.options(base_name(label), **options[label]))
+        except (ConfigError, TypeError):  # a mechanism (or option) this checkout does not know
+            continue
+        if target is None:
+            continue
+        name, wanted = target
+        matches = [b for b in ordered(options) if base_name(b) == name
+                   and all(options[b].get(k) == v for k, v in wanted.items())]
+        for base in matches[:1]:
+            pairs = paired(cells[cells["mechanism"].isin([label, base])], samples, by="regime", reference=base)
+            if not pairs.empty:
+                pairs = pairs.assign(pair=f"{label} − {base}")
+                pairs.loc[pairs["task"].isin(uncalibrated), "verdict"] = "uncalibrated"
+                parts.append(pairs)
+    if not parts:
+        return pd.DataFrame()
+    table = _overview_table(pd.concat(parts, ignore_index=True), "pair")
+    return table.reindex([p for p in dict.fromkeys(pd.concat(parts)["pair"]) if p in table.index])
+
+
 def verdict_overview(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """The one-screen verdict: mechanism x (task family, in length | beyond length) -> the paired difference to
     full attention pooled over the lengths of that regime, as '<verdict> <diff> [<low>, <high>]'. The regime is
     judged against the reference's training length, so both sides of a pair fall in the same one. Position buckets
     of perplexity count as lengths; whole-document rows are left out; uncalibrated families are left out (the
     dashboard lists them under the table with the reference's score)."""
-    cells = df[df["metric"].isin(HEADLINE_METRICS) & ~df["task"].str.contains("/overall")]
-    ref = cells[cells["mechanism"] == REFERENCE]
-    if ref.empty:
+    cells = regimes(df)
+    if cells.empty:
         return pd.DataFrame()
-    limit = ref.groupby("task")["train_length"].max()
-    cells = cells[cells["task"].isin(limit.index)]
-    in_length = cells["context_length"].to_numpy() <= cells["task"].map(limit).to_numpy()
-    cells = cells.assign(regime=np.where(in_length, "in length", "beyond"))
     pairs = paired(cells, samples, by="regime")
     if pairs.empty:
-        return pairs
-    pairs = pairs.assign(column=pairs["task"] + " · " + pairs["regime"], text=[
-        v if v.startswith(("uncalibrated", "no interval")) else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-        for v, d, lo, hi in pairs[["verdict", "diff", "low", "high"]].itertuples(index=False)])
-    pairs = pairs[~pairs["verdict"].str.startswith("uncalibrated")]  # listed under the table, not in it
-    if pairs.empty:
         return pd.DataFrame()
-    table = pairs.pivot(index="mechanism", columns="column", values="text")
-    columns = sorted(table.columns, key=lambda c: (c.split(" · ")[0], c.endswith("beyond")))
-    return table.reindex(index=ordered(table.index), columns=columns).fillna("")
+    table = _overview_table(pairs, "mechanism")
+    return table.reindex(index=ordered(table.index)) if not table.empty else table
 
 
 def reference_scores(df: pd.DataFrame) -> dict[str, float]:

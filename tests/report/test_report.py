@@ -192,3 +192,21 @@ def test_the_one_screen_verdict_pools_each_regime_and_leaves_uncalibrated_famili
     assert overview.loc["sliding_window", "passkey · in length"].startswith("worse -0.50")
     assert overview.loc["rag", "passkey · beyond"] == "tie +0.00 [+0.00, +0.00]"
     assert list(overview.index) == ["sliding_window", "rag"]
+
+
+def test_memory_mechanisms_are_judged_against_their_own_span_baseline():
+    """Infini (segment 64) against the sliding window with W = 64, not the one with W = 128; BSWA has no baseline."""
+    rows = []
+    for mech, options, value in (("full", {}, 1.0), ("infini", {"segment": 64}, 0.9),
+                                 ("sliding_window", {"window": 64}, 0.5), ("sliding_window", {"window": 128}, 0.9),
+                                 ("bswa", {"block": 32, "mem_blocks": 1}, 0.5)):
+        for length in (128, 512):
+            rows.append({"mechanism": mech, "options": options, "task": "passkey", "metric": "exact_match",
+                         "seed": 0, "context_length": length, "train_length": 256, "n": 100, "depth": None,
+                         "subtask": None, "data_hash": f"d{length}", "value": value, "model": "m", "sweep": "s",
+                         "config_hash": f"{mech}{options}", "run_id": "r", "git_sha": "g", "created_at": "t",
+                         "state_bytes": None, "tokens_per_s": None})
+    df = cells(rows)
+    table = tables.baseline_overview(df)
+    assert list(table.index) == ["infini − sliding_window(window=64)"]
+    assert table.iloc[0]["passkey · in length"].startswith("better +0.40")
