@@ -8,6 +8,7 @@ These dataclasses are the one source of defaults: a YAML in conf/ sets only what
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,16 @@ import tasks
 from tasks.data.corpus import SOURCES
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Field metadata of an option added after records existed: at its default it is left out of the cell identity, so
+# adding it changes no recorded cell's config hash.
+NEUTRAL_DEFAULT = {"identity": "omitted at its default"}
+
+
+def neutral_defaults() -> dict[tuple[str, str], Any]:
+    """(group, key) -> default of every option marked NEUTRAL_DEFAULT in the group schemas."""
+    groups = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+    return {(group, f.name): f.default for group, schema in groups.items() for f in dataclasses.fields(schema)
+            if f.metadata.get("identity") == NEUTRAL_DEFAULT["identity"]}
 
 
 @dataclass
@@ -61,6 +72,9 @@ class TrainConfig:
     mixture: dict[str, float] = field(
         default_factory=lambda: {"copy": 0.35, "passkey": 0.2, "longqa": 0.4, "perplexity": 0.05})
     seed: int = 1234  # training data and init; evaluation seeds are drawn from a disjoint range
+    # init=base: the seed of the shared base model. None: train.seed (each training seed pretrains its own base).
+    # Set, every train.seed continues the same base (the controlled protocol: seeds vary the continued training).
+    base_seed: int | None = field(default=None, metadata=NEUTRAL_DEFAULT)
 
 
 @dataclass

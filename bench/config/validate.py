@@ -58,9 +58,10 @@ def validate(cfg: DictConfig) -> None:
                           f"{t.min_lr_ratio}")
     if t.weight_decay < 0:
         raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
-    if not 0 <= t.seed < EVAL_SEED_OFFSET:
-        raise ConfigError(f"train.seed must be in [0, {EVAL_SEED_OFFSET}) (evaluation seeds live above it), got "
-                          f"{t.seed}")
+    for key in ("seed", "base_seed"):
+        if t[key] is not None and not 0 <= t[key] < EVAL_SEED_OFFSET:
+            raise ConfigError(f"train.{key} must be in [0, {EVAL_SEED_OFFSET}) (evaluation seeds live above it), "
+                              f"got {t[key]}")
     for key in ("curriculum_start", "curriculum_floor"):
         if not 0 < t[key] <= 1:
             raise ConfigError(f"train.{key} must be in (0, 1], got {t[key]}")

@@ -12,6 +12,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from bench.config.schema import neutral_defaults
 from bench.config.validate import validate
 from bench.core.errors import one_line
 from bench.core.hashing import content_hash
@@ -33,6 +34,9 @@ def cell_identity(cfg: DictConfig) -> dict[str, Any]:
     """What determines a cell's results; its hash keys the cell (timing/location fields excluded)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     identity = {k: c[k] for k in ("mechanism", "task", "corpus", "model", "train", "eval")}
+    for (group, key), default in neutral_defaults().items():  # options newer than the records, at their default
+        if identity[group].get(key, default) == default:
+            identity[group].pop(key, None)
     if c["inject_nan_at_step"] is not None:  # a fault-injection run is its own cell; others keep their hashes
         identity["inject_nan_at_step"] = c["inject_nan_at_step"]
     return identity

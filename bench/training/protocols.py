@@ -68,7 +68,9 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
                   ) -> tuple[Backbone, str]:
     """The model for this run, from the checkpoint cache or trained now; returns (model, checkpoint key)."""
     t = cfg.train
-    train_cfg = {k: v for k, v in dict(t).items() if k not in ("steps", "base_steps", "lr", "base_lr", "init")}
+    skip = ("steps", "base_steps", "lr", "base_lr", "init", "base_seed")
+    train_cfg = {k: v for k, v in dict(t).items() if k not in skip}
+    base_seed = t.seed if t.get("base_seed") is None else t.base_seed  # the shared base's seed
     length, batch = training_shape(t, options)
     mechanism_shape = {"train_length": length, "batch_size": batch}  # the base model trains as configured
     if (length, batch) != (t.train_length, t.batch_size):
@@ -80,10 +82,10 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
     mechanism = options["name"]
     mech_options = {k: v for k, v in options.items() if k != "name"}
 
-    def obtain(job: TrainJob, label: str, init_state: dict | None, nan_at_step: int | None = None,
+    def obtain(job: TrainJob, label: str, init_state: dict | None, seed: int, nan_at_step: int | None = None,
                shape: dict[str, int] | None = None) -> tuple[Backbone, str]:
         shape = shape or {}
-        key = job.key(train_cfg | shape, tokenizer.fingerprint, data.corpus.hash)
+        key = job.key(train_cfg | shape | {"seed": seed}, tokenizer.fingerprint, data.corpus.hash)
         path = cache / f"{key}.pt"
         model = Backbone(spec, job.mechanism, job.options).to(device)  # before the cache check: same RNG stream
 
@@ -96,10 +98,11 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
                 added = transfer_weights(model, init_state)
                 if added:
                     log.info("%s: new parameters initialised fresh: %s", label, added)
-            torch.manual_seed(t.seed)
-            mixture = Mixture(streams, dict(t.mixture), t.seed + (1 if init_state is not None else 0))
+            torch.manual_seed(seed)
+            mixture = Mixture(streams, dict(t.mixture), seed + (1 if init_state is not None else 0))
             log.info("%s: training %d steps (lr %g) -> %s", label, job.steps, job.lr, path)
-            losses = train(model, mixture, OmegaConf.merge(t, shape), job.steps, job.lr, label, nan_at_step)
+            losses = train(model, mixture, OmegaConf.merge(t, shape, {"seed": seed}), job.steps, job.lr, label,
+                           nan_at_step)
             final = sum(losses[-20:]) / max(1, len(losses[-20:]))
             log.info("%s: final loss %.4f", label, final)
             meta = {"job": json.loads(json.dumps(dataclasses.asdict(job))), "final_loss": final}
@@ -109,12 +112,14 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
 
     if t.init == "scratch":
         job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, None)
-        return obtain(job, f"{mechanism} (scratch)", None, cfg.inject_nan_at_step, mechanism_shape)
-    torch.manual_seed(t.seed)
+        return obtain(job, f"{mechanism} (scratch)", None, t.seed, cfg.inject_nan_at_step, mechanism_shape)
+    torch.manual_seed(base_seed)
     base_job = TrainJob(spec, "full", {}, t.base_steps, t.base_lr, None)
-    base, base_key = obtain(base_job, "base (full attention)", None)
+    base, base_key = obtain(base_job, f"base (full attention, seed {base_seed})", None, base_seed)
+    torch.manual_seed(t.seed)  # the mechanism's fresh parameters (FAM's memory) follow the training seed
     job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, base_key)
-    return obtain(job, f"{mechanism} (from base)", base.state_dict(), cfg.inject_nan_at_step, mechanism_shape)
+    return obtain(job, f"{mechanism} (from base)", base.state_dict(), t.seed, cfg.inject_nan_at_step,
+                  mechanism_shape)
 
 
 def trained_lora(cfg: Any, hf_model: Any, tokenizer: Any, options: dict[str, Any], data: TaskData
@@ -129,7 +134,7 @@ def trained_lora(cfg: Any, hf_model: Any, tokenizer: Any, options: dict[str, Any
     model.to(cfg.device)
     length, batch = training_shape(t, options)
     t = OmegaConf.merge(t, {"train_length": length, "batch_size": batch})
-    train_cfg = {k: v for k, v in dict(t).items() if k not in ("base_steps", "base_lr", "init")}
+    train_cfg = {k: v for k, v in dict(t).items() if k not in ("base_steps", "base_lr", "init", "base_seed")}
     key = content_hash([LORA_VERSION, m.path, m.dtype, m.lora_rank, m.lora_alpha, name, mech_options, train_cfg,
                         tokenizer.fingerprint, data.corpus.hash], 20)
     path = Path(cfg.cache_dir) / "checkpoints" / f"hf-{key}.pt"

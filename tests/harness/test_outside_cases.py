@@ -233,3 +233,16 @@ def test_a_sweep_with_a_damaged_manifest_runs_and_rebuilds_it(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Traceback" not in again.stderr and "rebuilt from records.jsonl" in again.stdout + again.stderr
     assert {e.status for e in Manifest(manifest).read().values()} == {"done"} and len(Manifest(manifest).read()) == 2
+
+
+# issue 21: training seeds of the controlled protocol continue one shared base model
+@pytest.mark.slow
+def test_training_seeds_with_a_base_seed_share_one_base_model(tmp_path):
+    done = run(tmp_path, "-m", "sweep=smoke", "mechanism=sliding_window", "task=passkey", "train.seed=1,2",
+               "train.base_seed=7")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert log.count("base (full attention, seed 7): training") == 1, log[-3000:]
+    assert log.count("sliding_window (from base): training") == 2
+    rows = read_records(tmp_path / "results" / "smoke" / "records.jsonl")
+    assert {r["seed"] for r in rows} == {1, 2} and len({r["config_hash"] for r in rows}) == 2
