@@ -59,8 +59,3 @@ def write_with(path: str | Path, writer: Callable[[BinaryIO], None]) -> None:
     """Atomically write what `writer(file)` writes (e.g. `lambda f: torch.save(obj, f)`)."""
     with atomic_open(path) as f:
         writer(f)
-
-
-def is_temp(path: Path) -> bool:
-    """A temp file `atomic_open` leaves only when killed mid-write."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")

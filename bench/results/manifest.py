@@ -125,18 +125,20 @@ class Manifest:
                           started=process_start(os.getpid()) if status == "running" else None,
                           records=old.records if old else None)
             entries[config_hash] = entry
-            atomic.write_text(self.path, json.dumps({h: asdict(e) for h, e in sorted(entries.items())}, indent=1)
-                              + "\n")
+            self._write(entries)
         return entry
 
+
+    def _write(self, entries: dict[str, Entry]) -> None:
+        """The whole manifest, atomically (the caller holds the lock)."""
+        atomic.write_text(self.path, json.dumps({h: asdict(e) for h, e in sorted(entries.items())}, indent=1) + "\n")
 
     def expect(self, config_hash: str, n_records: int) -> None:
         """Say how many records the cell is about to append: a resume that finds fewer knows the append was cut."""
         with FileLock(str(self.path) + ".lock"):
             entries = self.read()
             entries[config_hash].records = n_records
-            atomic.write_text(self.path, json.dumps({h: asdict(e) for h, e in sorted(entries.items())}, indent=1)
-                              + "\n")
+            self._write(entries)
 
 def is_alive_elsewhere(entry: Entry) -> bool:
     """A `running` entry whose process still runs on this host (another job of the sweep is on this cell now): the

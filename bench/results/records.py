@@ -95,10 +95,6 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def finished_config_hashes(path: str | Path) -> set[str]:
-    return {r["config_hash"] for r in read_records(path)}
-
-
 def record_counts(path: str | Path) -> Counter[str]:
     """Records per cell (config hash)."""
     return Counter(r["config_hash"] for r in read_records(path))
