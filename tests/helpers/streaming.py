@@ -9,7 +9,7 @@ def stream(m, x, sizes, start=0):
     assert sum(sizes) == x.shape[1]
     state, outs, p = m.init_state(x.shape[0], x.device, x.dtype), [], 0
     for size in sizes:
-        y, state = m(x[:, p : p + size], state, torch.arange(start + p, start + p + size))
+        y, state = m(x[:, p : p + size], state, torch.arange(start + p, start + p + size, device=x.device))
         outs.append(y)
         p += size
     return torch.cat(outs, dim=1), state
