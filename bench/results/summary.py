@@ -80,7 +80,7 @@ def non_finite_note(excluded: list[dict], shown: int = 3) -> str:
 def _weighted_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
     """Mean of `value` weighted by `n`; a non-finite value is left out (a NaN summed by pandas would count as 0
     while its `n` still divides)."""
-    df = df[[math.isfinite(v) for v in df["value"].astype(float)]]
+    df = df[df["value"].astype(float).map(math.isfinite).astype(bool)]  # a Series: an empty list would select columns
     df = df.assign(weighted=df["value"] * df["n"])
     grouped = df.groupby(keys)[["weighted", "n"]].sum()
     return grouped["weighted"] / grouped["n"]

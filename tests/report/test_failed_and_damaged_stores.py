@@ -209,3 +209,13 @@ def test_an_infinite_perplexity_still_fails_its_gate(tmp_path):
     path = write_lines(tmp_path / "records.jsonl", rows)
     page = build_report([path], tmp_path / "report").read_text()
     assert "sliding_window @ 512" in page and "1 record excluded from every mean as non-finite" in page
+
+
+def test_a_store_without_depth_records_gets_a_summary():
+    """Records of tasks without needle depths only (copy, mqar: the first cells of a sweep) leave the depth table
+    empty; an empty row filter once selected zero *columns* and the summary raised KeyError 'value'."""
+    info = run_info("full", task="mqar")
+    rows = [info.record(context_length=128, metric="exact_match", value=0.5, n=20, subtask="kv4",
+                        state_bytes=1000, tokens_per_s=1e4, data_hash="d")]
+    text = to_markdown(rows)
+    assert "## mqar/kv4 — exact_match" in text and "by needle depth" not in text
