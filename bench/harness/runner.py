@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -91,6 +92,7 @@ def run(cfg: DictConfig) -> Path | None:
                  "without finishing" if entry.status == "running" else "failed",
                  f" ({entry.error})" if entry.error else "")
     manifest.mark(config_hash, "running", **cell)
+    log.info("%s: %s", label, numerics())
     try:
         rows, sample_rows = evaluate_cell(cfg, config_hash)
         samples.write_samples(path, config_hash, sample_rows)  # before the records: a recorded cell has samples
@@ -112,6 +114,14 @@ def run(cfg: DictConfig) -> Path | None:
         log.warning("%s: another job recorded this cell first; its records stand and these were dropped", label)
     summary.write_summary(path)
     return path
+
+
+def numerics() -> str:
+    """What decides the bits of a CPU run besides the config: training is bit-reproducible across machines only
+    under the same three (docs/running.md, "Reproducibility")."""
+    pinned = os.environ.get("MKL_CBWR")
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, CPU kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}, MKL_CBWR={pinned or 'unset'}")
 
 
 def evaluate_cell(cfg: DictConfig, config_hash: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
