@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> Path | None:
     manifest.mark(config_hash, "running", **cell)
     log.info("%s: %s", label, numerics())
     try:
-        rows, sample_rows = evaluate_cell(cfg, config_hash)
+        rows, sample_rows, seconds = evaluate_cell(cfg, config_hash)
         samples.write_samples(path, config_hash, sample_rows)  # before the records: a recorded cell has samples
         manifest.expect(config_hash, len(rows))
         recorded = records.append_records(path, rows, replace=bool(cfg.force) or partial)
@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> Path | None:
         except Exception as summary_error:  # never hide the cell's own error behind the summary's
             log.warning("could not rewrite the summary: %s", one_line(summary_error))
         raise
-    manifest.mark(config_hash, "done", **cell)
+    manifest.mark(config_hash, "done", **cell, seconds=seconds)
     if recorded:
         log.info("%s: %d records -> %s", label, len(rows), path)
         if cfg.logger.name == "wandb":
@@ -124,8 +124,10 @@ def numerics() -> str:
             f"{torch.backends.cpu.get_cpu_capability()}, MKL_CBWR={pinned or 'unset'}")
 
 
-def evaluate_cell(cfg: DictConfig, config_hash: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Get the trained model (cached), evaluate the task, and return the cell's records and per-sample rows."""
+def evaluate_cell(cfg: DictConfig, config_hash: str
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, float]]:
+    """Get the trained model (cached), evaluate the task, and return the cell's records, per-sample rows and wall
+    seconds (model: training or loading it; evaluate)."""
     tokenizer = make_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
     m = cfg.model
@@ -156,4 +158,5 @@ def evaluate_cell(cfg: DictConfig, config_hash: str) -> tuple[list[dict[str, Any
     rows = [run.record(context_length=r.context_length, depth=r.depth, metric=r.metric, value=r.value, n=r.n,
                        subtask=r.subtask, state_bytes=r.state_bytes, tokens_per_s=r.tokens_per_s,
                        data_hash=r.data_hash) for r in results]
-    return rows, samples.sample_rows(config_hash, cfg.task.name, results)
+    seconds = {"model": round(train_s, 1), "evaluate": round(eval_s, 1)}
+    return rows, samples.sample_rows(config_hash, cfg.task.name, results), seconds

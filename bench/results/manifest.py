@@ -47,6 +47,7 @@ class Entry:
     error: str | None = None
     started: float | None = None  # the running process's start time (seconds since the epoch): pid + start = it
     records: int | None = None  # how many records the cell appends, set just before it appends them
+    seconds: dict[str, float] | None = None  # wall time of the cell's last run: model (train or load), evaluate
 
 
 def process_start(pid: int) -> float | None:
@@ -104,8 +105,9 @@ class Manifest:
         return self.read().get(config_hash)
 
     def mark(self, config_hash: str, status: str, mechanism: str, task: str, options: dict[str, Any],
-             overrides: str = "", error: str | None = None) -> Entry:
-        """Set a cell's status; `running` counts an attempt and records this host and pid."""
+             overrides: str = "", error: str | None = None, seconds: dict[str, float] | None = None) -> Entry:
+        """Set a cell's status; `running` counts an attempt and records this host and pid; `seconds` (given with
+        `done`) is how long the run took, kept until the cell runs again."""
         if status not in STATUSES:
             raise ValueError(f"unknown cell status {status!r} (known: {', '.join(STATUSES)})")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +125,8 @@ class Manifest:
                           host=socket.gethostname() if status == "running" else None,
                           pid=os.getpid() if status == "running" else None, error=error,
                           started=process_start(os.getpid()) if status == "running" else None,
-                          records=old.records if old else None)
+                          records=old.records if old else None,
+                          seconds=seconds or (old.seconds if old and status == "done" else None))
             entries[config_hash] = entry
             self._write(entries)
         return entry

@@ -187,6 +187,26 @@ def unfinished_table(records_files: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def timing_table(records_file: Path) -> pd.DataFrame:
+    """Wall seconds of every finished cell's last run (from the manifest): getting the model (training it, or
+    loading its cached checkpoint: the first cell of a mechanism and seed trains, the others load) and evaluating.
+    Cells recorded by code that did not time them are left out."""
+    rows = [{"mechanism": e.mechanism, "task": e.task, "overrides": e.overrides, "model s": e.seconds["model"],
+             "evaluate s": e.seconds["evaluate"]}
+            for e in Manifest(manifest_path(records_file)).read().values() if e.status == "done" and e.seconds]
+    return pd.DataFrame(rows)
+
+
+def timing_markdown(records_file: Path) -> str:
+    table = timing_table(records_file)
+    if table.empty:
+        return ""
+    total = table[["model s", "evaluate s"]].sum()
+    return (f"\n## Wall time per cell\n\nModel (train or load) {total['model s'] / 60:.1f} min and evaluation "
+            f"{total['evaluate s'] / 60:.1f} min over {len(table)} cells, as the cells' last runs measured them "
+            f"(setup, tokenizer and report not included).\n\n{table.to_markdown(index=False, floatfmt='.1f')}\n")
+
+
 def _missing_as_none(block: pd.DataFrame) -> pd.DataFrame:
     """A cell without a mean (not evaluated, or only non-finite values) as None, which Markdown shows as `–`."""
     return block.astype(object).where(block.notna(), None)
@@ -278,7 +298,7 @@ def load_sweeps(records_files: list[Path], require: bool = True) -> tuple[list[d
 
 def write_summary(records_file: Path, require: bool = False) -> Path:
     """Rewrite summary.md next to `records_file` (see `load_sweeps` for `require`)."""
-    text = to_markdown(*load_sweeps([records_file], require=require))
+    text = to_markdown(*load_sweeps([records_file], require=require)) + timing_markdown(Path(records_file))
     out = Path(records_file).with_name("summary.md")
     atomic.write_text(out, text)
     print(text)

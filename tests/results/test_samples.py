@@ -17,6 +17,7 @@ def test_every_recorded_cell_has_samples_that_match_its_records_and_force_replac
     assert done.returncode == 0, done.stderr[-3000:]
     records_file = tmp_path / "results" / "smoke" / "records.jsonl"
     assert check_sidecars(records_file) == 6
+    assert "## Wall time per cell" in (records_file.parent / "summary.md").read_text()  # timed by the run itself
     passkey = next(r for r in read_records(records_file) if r["task"] == "passkey" and r["mechanism"] == "rag")
     some = read_samples(records_file, passkey["config_hash"])[0]
     assert some["gold"] and some["positions"]["needle"] and "retrieval_recall" in some["metrics"]
