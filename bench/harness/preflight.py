@@ -62,7 +62,9 @@ WHOLE_DICTS = ("train.mixture",)  # dict-valued options a user gives whole: what
 def replace_whole_dicts(argv: list[str]) -> list[str]:
     """Hydra merges a dict given on the command line into the one it overrides, so `train.mixture={passkey:1.0}`
     would still train on every default task. For the options in WHOLE_DICTS the given dict is the whole value: the
-    keys it leaves out are written back with weight 0, and the recorded config says exactly what was asked."""
+    keys it leaves out are written back with weight 0, keys the default lacks are added, and the recorded config
+    says exactly what was asked. The dict becomes one override per key (Hydra refuses a new key inside a dict
+    override)."""
     parser = OverridesParser.create()
     out, base = [], None
     for arg in argv:
@@ -78,9 +80,11 @@ def replace_whole_dicts(argv: list[str]) -> list[str]:
         if base is None:  # the config as composed without these overrides: which keys would merge in
             others = [a for a in argv if not a.startswith("-") and a.split("=", 1)[0] not in WHOLE_DICTS]
             base = compose_job(_plain(parser, others))
-        left_out = {k: 0 for k in OmegaConf.select(base, override.key_or_group) or {} if k not in value}
-        merged = {**left_out, **value}
-        out.append(f"{override.key_or_group}={{{','.join(f'{k}:{v}' for k, v in merged.items())}}}")
+        present = OmegaConf.select(base, override.key_or_group) or {}
+        key = override.key_or_group
+        out += [f"{key}.{k}=0" for k in present if k not in value]
+        # a key the default lacks (a task outside the default mixture, e.g. mqar) is added with '+'
+        out += [f"{'' if k in present else '+'}{key}.{k}={v}" for k, v in value.items()]
     return out
 
 

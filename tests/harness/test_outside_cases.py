@@ -87,6 +87,8 @@ def test_a_mixture_given_whole_replaces_the_default_one():
     assert {k: v for k, v in cfg.train.mixture.items() if v > 0} == {"longqa": 1.0}
     (cfg,) = job_configs(replace_whole_dicts(["train.seed=3"]))  # nothing given: the default mixture stands
     assert sum(v > 0 for v in cfg.train.mixture.values()) == 4
+    (cfg,) = job_configs(replace_whole_dicts(["train.mixture={mqar:1.0}"]))  # a task outside the default mixture
+    assert {k: v for k, v in cfg.train.mixture.items() if v > 0} == {"mqar": 1.0}
 
 
 # case 4: a running entry whose pid now belongs to another process is stale
