@@ -59,9 +59,12 @@ def transfer_weights(model: Backbone, base_state: dict[str, torch.Tensor]) -> li
     return list(result.missing_keys)
 
 
-def mixture_tasks(names, tokenizer: Any, data: TaskData) -> dict[str, Task]:
-    """The mixture's tasks with their default options; those that read text read `data`'s corpus."""
-    return {name: tasks.get(name)(tasks.get(name).Options(name=name), tokenizer, data) for name in names}
+def mixture_tasks(mixture: dict[str, float], tokenizer: Any, data: TaskData) -> dict[str, Task]:
+    """The tasks the mixture draws from (weight > 0) with their default options; those that read text read
+    `data`'s corpus. A task given weight 0 is not built, so its fixed text does not raise the curriculum's
+    shortest row (MQAR alone trained from 109 tokens, passkey's prompt, instead of its own 4)."""
+    return {name: tasks.get(name)(tasks.get(name).Options(name=name), tokenizer, data)
+            for name, weight in mixture.items() if weight > 0}
 
 
 def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[str, Any], data: TaskData

@@ -4,7 +4,9 @@ units at the sweep's token budget per step, and a long enough training length is
 import pytest
 
 import mechanisms
-from bench.training.mixture import MIN_UNITS_PER_SEQUENCE, training_shape
+from bench.models.tokenizers import ByteTokenizer
+from bench.training.mixture import MIN_UNITS_PER_SEQUENCE, min_training_length, training_shape
+from bench.training.protocols import mixture_tasks
 from tests.helpers.config import make
 
 
@@ -28,3 +30,12 @@ def test_a_long_enough_training_length_is_left_as_configured():
     assert training_shape(cfg.train, dict(cfg.mechanism)) == (300, 5)
     cfg = make("mechanism=fam", "mechanism.block=100", "train.train_length=300", "train.batch_size=5")
     assert training_shape(cfg.train, dict(cfg.mechanism)) == (800, 1)
+
+
+def test_a_zero_weight_task_does_not_set_the_shortest_training_row(task_data):
+    """Only the tasks the mixture draws from are built: passkey's ~100-token prompt at weight 0 must not force an
+    MQAR-only mixture's curriculum to start at 109 tokens."""
+    tok = ByteTokenizer()
+    streams = mixture_tasks({"mqar": 1.0, "passkey": 0.0, "copy": 0}, tok, task_data)
+    assert list(streams) == ["mqar"]
+    assert min_training_length(streams.values()) == streams["mqar"].min_length() + 8
