@@ -54,7 +54,7 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
     samples = load_samples(records_files)  # per-sample outcomes of the cells that have them
     est = tables.estimates(df, samples)
     written = tables.write_tables(df, est, out, threshold, samples)
-    figures = plots.write_plots(df, est, out)
+    figures = plots.write_plots(df, est, out, samples)
     extra = {
         "Paired difference against full (same samples; 95% CI)": tables.paired(df, samples),
         f"Effective length (longest length with mean >= {threshold} at every shorter length)":

@@ -1,5 +1,6 @@
 """Report figures (matplotlib, PNG + SVG), one colour per mechanism in every figure: accuracy vs context length,
-needle depth x length heatmaps, perplexity by position, quality vs carried state (Pareto), and efficiency."""
+needle depth x length heatmaps, perplexity by position, quality vs carried state (Pareto), recall vs key-to-query
+distance (tasks whose samples keep per-query outcomes, such as mqar), and efficiency."""
 
 from __future__ import annotations
 
@@ -130,6 +131,45 @@ def quality_vs_state(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Pat
     return paths
 
 
+def query_distances(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per scored query of the samples whose `positions` keep per-query outcomes ({key, query, hits}:
+    tasks/mqar.py): mechanism label, task/subtask, key -> query distance in tokens, hit."""
+    columns = ["mechanism", "task", "distance", "hit"]
+    if samples is None or samples.empty or "positions" not in samples:
+        return pd.DataFrame(columns=columns)
+    label = df.drop_duplicates(["sweep", "config_hash"]).set_index(["sweep", "config_hash"])["mechanism"]
+    rows = []
+    for r in samples.itertuples(index=False):
+        p = r.positions
+        if not isinstance(p, dict) or not {"key", "query", "hits"} <= p.keys() or (r.sweep, r.config_hash) not in label:
+            continue
+        task = f"{r.task}/{r.subtask}" if isinstance(r.subtask, str) and r.subtask else r.task
+        rows += [(label[(r.sweep, r.config_hash)], task, q - k, bool(h))
+                 for k, q, h in zip(p["key"], p["query"], p["hits"], strict=True)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def recall_vs_distance(df: pd.DataFrame, samples: pd.DataFrame | None, out: Path) -> list[Path]:
+    """Share of queries recalled against the key -> query distance, in power-of-two bins: where a window's recall
+    stops (at its W) and whether a memory carries pairs past its local span."""
+    queries = query_distances(df, samples)
+    paths = []
+    for task, sub in queries.groupby("task"):
+        sub = sub.assign(bin=2 ** sub["distance"].clip(lower=1).map(lambda d: int(d).bit_length() - 1))
+        acc = sub.groupby(["mechanism", "bin"])["hit"].mean().reset_index()
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        labels = ordered(acc["mechanism"])
+        for label in labels:
+            s = acc[acc["mechanism"] == label].sort_values("bin")
+            ax.plot(s["bin"], s["hit"], marker="o", color=colour(label), linestyle=style(label, labels), label=label)
+        ax.set(xscale="log", xlabel="key -> query distance (tokens, bin start)", ylabel="share recalled",
+               ylim=(-0.02, 1.02), title=f"{task}: recall vs distance")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.legend(fontsize=7)
+        paths += save(fig, out, f"recall_vs_distance_{task}")
+    return paths
+
+
 def efficiency(df: pd.DataFrame, out: Path) -> list[Path]:
     """Tokens/s and carried state vs context length, log-log."""
     cells = df.dropna(subset=["tokens_per_s", "state_bytes"])
@@ -146,7 +186,7 @@ def efficiency(df: pd.DataFrame, out: Path) -> list[Path]:
     return save(fig, out, "efficiency")
 
 
-def write_plots(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Path]:
+def write_plots(df: pd.DataFrame, est: pd.DataFrame, out: Path, samples: pd.DataFrame | None = None) -> list[Path]:
     out = out / "plots"
     return (accuracy_vs_length(df, est, out) + depth_heatmaps(df, out) + perplexity_by_position(est, out)
-            + quality_vs_state(df, est, out) + efficiency(df, out))
+            + quality_vs_state(df, est, out) + recall_vs_distance(df, samples, out) + efficiency(df, out))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bench.core.errors import ConfigError
 from bench.models.tokenizers import ByteTokenizer
 from tasks.mqar import MqarOptions, MqarTask, Vocabulary, build_row, query_outcomes, query_slots
+from tests.helpers.recall import RecallLM
 
 TOK = ByteTokenizer()
 VOCAB = Vocabulary.of(TOK, 128)
@@ -64,23 +65,6 @@ def test_training_rows_supervise_exactly_the_queried_values():
             if w:  # the input at a supervised target is the query key whose value it is
                 key = tokens[i]
                 assert key in VOCAB.keys and tokens[1:][tokens[1:].index(key) + 1] == targets[i]
-
-
-class RecallLM:
-    """A fixture model that recalls a key's value iff the key appeared within `reach` tokens before the query."""
-
-    def __init__(self, reach: int) -> None:
-        self.tokenizer, self.reach = TOK, reach
-
-    def loglikelihood(self, context, continuation):
-        key, before = context[-1], context[:-1]
-        for back, t in enumerate(reversed(before), start=1):
-            if t == key and back <= self.reach:
-                return 0.0, before[len(before) - back + 1] == continuation[0]
-        return -5.0, False
-
-    def state_bytes_after(self, n_tokens):
-        return 8 * min(n_tokens, self.reach)
 
 
 @pytest.fixture
