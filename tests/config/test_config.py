@@ -9,6 +9,8 @@ import mechanisms
 import tasks
 from bench.config.validate import validate
 from bench.core.errors import ConfigError
+from bench.harness.preflight import job_configs
+from tests.helpers import CONF
 from tests.helpers.config import make
 
 
@@ -66,3 +68,14 @@ def test_cuda_device_without_cuda_is_a_config_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError, match="device=cuda"):
         validate(make("device=cuda"))
+
+
+@pytest.mark.slow  # ~1 s per job composed: the presets hold ~200 jobs
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "sweep").glob("*.yaml")))
+def test_every_sweep_preset_composes_every_job_and_validates(preset):
+    """A preset is a study: each of its jobs, as the sweeper will launch them, composes against the schema and
+    passes the value checks (a typo in a preset would otherwise surface hours into a study)."""
+    jobs = job_configs(["-m", f"sweep={preset}"])
+    assert jobs
+    for job in jobs:
+        validate(job)
