@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import dashboard, plots, sanity, tables
+from bench.report import dashboard, misses, plots, sanity, tables
 from bench.report.samples import load_samples
 from bench.results.summary import cells, introspection_table, load_sweeps, non_finite_note, split_finite
 
@@ -67,7 +67,8 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
         overview.reset_index(names="mechanism").to_csv(out / "tables" / "verdict_overview.csv", index=False)
     if not baseline.empty:
         baseline.reset_index(names="pair").to_csv(out / "tables" / "verdict_own_span_baseline.csv", index=False)
+    links = misses.write_miss_pages(df, samples, out)
     page = dashboard.render(df, est, extra, gates(every_cell, df, excluded), figures, out, title, sources,
-                            unfinished, overview, tables.uncalibrated_tasks(df), baseline)
+                            unfinished, overview, tables.uncalibrated_tasks(df), baseline, links)
     log.info("report: %d tables, %d figures -> %s", len(written), len(figures), page)
     return page

@@ -32,14 +32,19 @@ def _html_table(table: pd.DataFrame) -> str:
         index=False, escape=False, classes="sortable", border=0)
 
 
-def _verdict_html(overview: pd.DataFrame, row: str = "mechanism") -> str:
-    """The one-screen verdict with each cell coloured by its verdict (better / worse / tie / uncalibrated)."""
-    def cell(text: str) -> str:
+def _verdict_html(overview: pd.DataFrame, row: str = "mechanism", links: dict[tuple[str, str], str] | None = None
+                  ) -> str:
+    """The one-screen verdict with each cell coloured by its verdict (better / worse / tie / uncalibrated) and
+    linked to the page of the row mechanism's missed samples on that family (`bench.report.misses`)."""
+    def cell(text: str, label: str, column: str) -> str:
         kind = text.split(" ", 1)[0] if text else ""
         kind = kind if kind in ("better", "worse", "tie", "uncalibrated") else "na"
-        return f'<span class="v-{kind}">{html.escape(text)}</span>'
+        span = f'<span class="v-{kind}">{html.escape(text)}</span>'
+        target = (links or {}).get((label.split(" − ")[0], column.split(" · ")[0]))
+        return f'<a href="{html.escape(target)}">{span}</a>' if target and text else span
 
-    table = overview.map(cell)
+    table = pd.DataFrame({c: [cell(overview.at[i, c], str(i), str(c)) for i in overview.index]
+                          for c in overview.columns}, index=overview.index)
     table.index = [html.escape(str(i)) for i in table.index]
     table.columns = [html.escape(str(c)) for c in table.columns]
     return table.reset_index(names=row).to_html(index=False, escape=False, classes="verdict", border=0)
@@ -48,7 +53,8 @@ def _verdict_html(overview: pd.DataFrame, row: str = "mechanism") -> str:
 def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], gates: list[Gate],
            figures: list[Path], out: Path, title: str, sources: list[str],
            unfinished: pd.DataFrame | None = None, overview: pd.DataFrame | None = None,
-           uncalibrated: dict[str, float] | None = None, baseline: pd.DataFrame | None = None) -> Path:
+           uncalibrated: dict[str, float] | None = None, baseline: pd.DataFrame | None = None,
+           links: dict[tuple[str, str], str] | None = None) -> Path:
     tables = [
         {"title": f"{task} — {metric}", "html": _html_table(wide(est, task, metric, ("<b>", "</b>")))}
         for task, metric in (est[["task", "metric"]].drop_duplicates().itertuples(index=False)
@@ -72,10 +78,10 @@ def render(df: pd.DataFrame, est: pd.DataFrame, extra: dict[str, pd.DataFrame], 
         packages=[(p, _version(p)) for p in PACKAGES],
         unfinished=jinja2.utils.markupsafe.Markup(unfinished.to_html(index=False, classes="sortable", border=0))
         if unfinished is not None and not unfinished.empty else None,
-        overview=jinja2.utils.markupsafe.Markup(_verdict_html(overview))
+        overview=jinja2.utils.markupsafe.Markup(_verdict_html(overview, links=links))
         if overview is not None and not overview.empty else None,
         uncalibrated=sorted((uncalibrated or {}).items()),
-        baseline=jinja2.utils.markupsafe.Markup(_verdict_html(baseline, "pair"))
+        baseline=jinja2.utils.markupsafe.Markup(_verdict_html(baseline, "pair", links))
         if baseline is not None and not baseline.empty else None,
         seeds=[str(x) for x in sorted(df["seed"].dropna().unique())] if "seed" in df else [],
     )
