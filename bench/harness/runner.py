@@ -62,6 +62,7 @@ def run(cfg: DictConfig) -> Path | None:
     """Run one cell unless the sweep's records already hold it (`force=true` redoes it, replacing its records).
     The manifest says `running` while it works, then `done`, or `failed` with the reason."""
     validate(cfg)
+    records.git_sha()  # the code this process loaded, before a long cell gives commits time to land
     path = records.records_path(cfg.results_dir, cfg.sweep_name)
     config_hash = content_hash(cell_identity(cfg))
     options = OmegaConf.to_container(cfg.mechanism, resolve=True)

@@ -8,6 +8,7 @@ and concurrent jobs never interleave lines; the run's config hash then marks the
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -168,7 +169,11 @@ def _drop_torn_tail(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+@functools.cache
 def git_sha() -> str:
+    """The commit of the code this process runs: read once, when the process first asks (the runner asks before
+    its first cell), not at each record. Read per record, a sweep that ran for an hour while commits landed labelled
+    its later cells with code it never loaded (results/default, recorded by 0248ef8, carries three later SHAs)."""
     try:
         root = Path(__file__).resolve().parents[2]
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)

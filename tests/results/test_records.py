@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from bench.results import records as records_module
 from bench.results.records import FIELDS, NonFiniteResult, RunInfo, append_records, read_records
 from tests.helpers import ROOT
 from tests.helpers.sweeps import assert_every_line_is_a_record
@@ -114,3 +115,20 @@ def test_a_non_finite_result_is_never_recorded(value):
     assert run.record(context_length=128, metric="exact_match", value=0.5, n=4)["value"] == 0.5
     with pytest.raises(NonFiniteResult, match="exact_match at 128 tokens is"):
         run.record(context_length=128, metric="exact_match", value=value, n=4)
+
+
+def test_the_commit_is_read_once_per_process(monkeypatch):
+    """A sweep that runs for an hour while commits land must label every record with the code it loaded: git is
+    asked once, not per record."""
+    calls = []
+    real = records_module.subprocess.run
+    monkeypatch.setattr(records_module.subprocess, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    records_module.git_sha.cache_clear()
+    try:
+        first = records_module.RunInfo.new(sweep="s", mechanism="full", options={}, task="passkey", model="m",
+                                           seed=1, train_length=256, config_hash="h").git_sha
+        again = records_module.RunInfo.new(sweep="s", mechanism="full", options={}, task="passkey", model="m",
+                                           seed=2, train_length=256, config_hash="h2").git_sha
+    finally:
+        records_module.git_sha.cache_clear()
+    assert first == again and len(calls) == 2  # rev-parse and status, once
