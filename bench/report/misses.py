@@ -12,14 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from bench.core import atomic
+from bench.report.samples import labelled_samples
 from bench.report.tables import CALIBRATION_METRIC, file_stem
 
 MAX_ROWS = 500  # per page: enough to read the pattern, small enough to open
 COLUMNS = ["context_length", "depth", "seed", "sample", CALIBRATION_METRIC, "prediction", "gold", "positions"]
-
-
-def _family(task: str, subtask: object) -> str:
-    return f"{task}/{subtask}" if isinstance(subtask, str) and subtask else task
 
 
 def _page(mechanism: str, family: str, missed: pd.DataFrame, total: int) -> str:
@@ -40,12 +37,10 @@ def write_miss_pages(df: pd.DataFrame, samples: pd.DataFrame | None, out: Path) 
     `out`} for the verdict tables to link."""
     if samples is None or samples.empty or CALIBRATION_METRIC not in samples:
         return {}
-    labels = df.drop_duplicates(["sweep", "config_hash"]).set_index(["sweep", "config_hash"])[["mechanism", "seed"]]
-    scored = samples.join(labels, on=["sweep", "config_hash"], how="inner")
+    scored = labelled_samples(samples, df)
     scored = scored[scored[CALIBRATION_METRIC].notna()]
     links = {}
-    for (mechanism, task, subtask), group in scored.groupby(["mechanism", "task", "subtask"], dropna=False):
-        family = _family(task, subtask)
+    for (mechanism, family), group in scored.groupby(["mechanism", "family"]):
         missed = group[group[CALIBRATION_METRIC] < 1].sort_values(["context_length", "depth", "seed", "sample"])
         relative = f"samples/{file_stem(mechanism)}_{file_stem(family)}.html"
         atomic.write_text(out / relative, _page(mechanism, family, missed, len(group)))

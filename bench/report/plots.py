@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.report.palette import colour, ordered, style  # noqa: E402
+from bench.report.samples import labelled_samples  # noqa: E402
 from bench.report.tables import file_stem, higher_is_better  # noqa: E402
 from bench.results.summary import DEPTH_METRIC  # noqa: E402
 
@@ -137,15 +138,12 @@ def query_distances(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFr
     columns = ["mechanism", "task", "distance", "hit"]
     if samples is None or samples.empty or "positions" not in samples:
         return pd.DataFrame(columns=columns)
-    label = df.drop_duplicates(["sweep", "config_hash"]).set_index(["sweep", "config_hash"])["mechanism"]
     rows = []
-    for r in samples.itertuples(index=False):
+    for r in labelled_samples(samples, df).itertuples(index=False):
         p = r.positions
-        if not isinstance(p, dict) or not {"key", "query", "hits"} <= p.keys() or (r.sweep, r.config_hash) not in label:
-            continue
-        task = f"{r.task}/{r.subtask}" if isinstance(r.subtask, str) and r.subtask else r.task
-        rows += [(label[(r.sweep, r.config_hash)], task, q - k, bool(h))
-                 for k, q, h in zip(p["key"], p["query"], p["hits"], strict=True)]
+        if isinstance(p, dict) and {"key", "query", "hits"} <= p.keys():
+            rows += [(r.mechanism, r.family, q - k, bool(h))
+                     for k, q, h in zip(p["key"], p["query"], p["hits"], strict=True)]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -83,6 +83,15 @@ def load_samples(records_files: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def labelled_samples(samples: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """The samples with their cell's mechanism label and training seed (from the report's frame `df`) and `family`,
+    `<task>/<subtask>` as `summary.cells` names a task's subtasks; samples of cells not in `df` are dropped."""
+    labels = df.drop_duplicates(["sweep", "config_hash"]).set_index(["sweep", "config_hash"])[["mechanism", "seed"]]
+    out = samples.join(labels, on=["sweep", "config_hash"], how="inner")
+    named = out["subtask"].map(lambda s: isinstance(s, str) and bool(s)).astype(bool)
+    return out.assign(family=out["task"].where(~named, out["task"] + "/" + out["subtask"].astype(str)))
+
+
 def index_samples(samples: pd.DataFrame | None) -> dict[tuple, np.ndarray] | None:
     """{normalised CELL_KEYS: row positions in `samples`}, or None when there are no samples at all."""
     if samples is None or samples.empty:
