@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,11 +57,15 @@ def discard(path: Path) -> None:
 
 
 def remove_orphan_temps(path: Path) -> None:
-    """Temp files of `path` and its digest whose writer process is gone (killed mid-write)."""
+    """Temp files of `path` and its digest whose writer process is gone (killed mid-write).
+
+    A temp file is `.<name>.<pid>.tmp` (bench.core.atomic); only names of exactly that shape are considered, so the
+    checkpoint's pattern never takes a live writer's digest temp (`.<name>.sha256.<pid>.tmp`) for an orphan."""
     for name in (path.name, digest_path(path).name):
+        shape = re.compile(rf"\.{re.escape(name)}\.(\d+)\.tmp")
         for tmp in path.parent.glob(f".{name}.*.tmp"):
-            pid = tmp.name[len(name) + 2 : -len(".tmp")]
-            if not pid.isdigit() or not _alive(int(pid)):
+            match = shape.fullmatch(tmp.name)
+            if match and not _alive(int(match.group(1))):
                 tmp.unlink(missing_ok=True)
 
 

@@ -43,3 +43,19 @@ def test_checkpoint_cache_retrains_what_it_cannot_verify_and_clears_orphan_temps
     assert checkpoints.cached(path, "t", lambda s: "loaded", fit) == "model" and len(trained) == 2
     path.write_bytes(path.read_bytes()[:100])  # truncated under a valid-looking name: the digest catches it
     assert checkpoints.cached(path, "t", lambda s: "loaded", fit) == "model" and len(trained) == 3
+
+
+def test_clearing_orphans_never_takes_a_live_writers_digest_temp(tmp_path):
+    """Two sweep workers sharing one base checkpoint: one writes the digest while the other starts. The checkpoint's
+    glob also matches `.ckpt.pt.sha256.<pid>.tmp`; that file belongs to a live process and must survive."""
+    import os
+
+    path = tmp_path / "ckpt.pt"
+    live_digest_temp = tmp_path / f".ckpt.pt.sha256.{os.getpid()}.tmp"
+    live_temp = tmp_path / f".ckpt.pt.{os.getpid()}.tmp"
+    dead_digest_temp = tmp_path / ".ckpt.pt.sha256.999999999.tmp"
+    for f in (live_digest_temp, live_temp, dead_digest_temp):
+        f.write_bytes(b"partial")
+    checkpoints.remove_orphan_temps(path)
+    assert live_digest_temp.exists() and live_temp.exists()
+    assert not dead_digest_temp.exists()
