@@ -18,7 +18,9 @@ class Mixture:
 
     def __init__(self, task_objs: dict[str, Task], weights: dict[str, float], seed: int) -> None:
         self.tasks = task_objs
-        self.names = [n for n in weights if weights[n] > 0]
+        # Sorted: the stream must depend on the mapping alone, as the checkpoint key does (content_hash sorts keys);
+        # in dict order, the same mixture written in another order drew another stream under the same key.
+        self.names = sorted(n for n in weights if weights[n] > 0)
         self.weights = [weights[n] for n in self.names]
         self.rng = train_rng(seed)
 

@@ -30,7 +30,7 @@ from bench.training.mixture import MIN_UNITS_PER_SEQUENCE, Mixture, training_sha
 from tasks.base import Task, TaskData
 
 log = logging.getLogger(__name__)
-DATA_VERSION = "mixture-v5"  # bump when a training stream's format changes: invalidates cached checkpoints
+DATA_VERSION = "mixture-v6"  # bump when a training stream changes: invalidates cached checkpoints (v6: tasks drawn in sorted order)
 LORA_VERSION = "hf-lora-v2"  # v2: trained tensors are named after the shared layer stack (blocks.<i>.mixer...)
 
 

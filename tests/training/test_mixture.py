@@ -39,3 +39,18 @@ def test_a_zero_weight_task_does_not_set_the_shortest_training_row(task_data):
     streams = mixture_tasks({"mqar": 1.0, "passkey": 0.0, "copy": 0}, tok, task_data)
     assert list(streams) == ["mqar"]
     assert min_training_length(streams.values()) == streams["mqar"].min_length() + 8
+
+
+def test_the_training_stream_depends_on_the_mixture_not_the_order_it_is_written_in(task_data):
+    """The checkpoint key hashes the mixture with sorted keys, so two orders of one mixture share a checkpoint:
+    they must draw the same rows."""
+    from bench.training.mixture import Mixture
+
+    tok = ByteTokenizer()
+    weights = {"copy": 0.35, "passkey": 0.2, "perplexity": 0.05}
+    reordered = dict(reversed(list(weights.items())))
+    draws = []
+    for w in (weights, reordered):
+        batches = Mixture(mixture_tasks(w, tok, task_data), w, seed=3)
+        draws.append([batches.batch(4, 300)[0] for _ in range(3)])
+    assert all(a.equal(b) for a, b in zip(*draws))
