@@ -119,6 +119,12 @@ class ModelLevel(Capabilities):
         raise NotImplementedError
 
 
+def gate_stats(gate: Tensor) -> dict[str, float]:
+    """The memory's share of a per-head gated mix, sigmoid(gate): mean and spread over heads (Infini, neural memory)."""
+    weight = torch.sigmoid(gate.detach().float())
+    return {"gate_memory_weight": weight.mean().item(), "gate_memory_weight_std": weight.std(unbiased=False).item()}
+
+
 def _tensors(obj: Any):
     if isinstance(obj, Tensor):
         yield obj

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
-from mechanisms.base import Mechanism, MechanismOptions
+from mechanisms.base import Mechanism, MechanismOptions, gate_stats
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.registry import register
 from mechanisms.rope import apply_rope
@@ -116,8 +116,7 @@ class InfiniAttention(Mechanism):
         return {"gate": self.options.gate_lr_mult}
 
     def stats(self) -> dict[str, float]:
-        weight = torch.sigmoid(self.gate.detach().float())
-        return {"gate_memory_weight": weight.mean().item(), "gate_memory_weight_std": weight.std(unbiased=False).item()}
+        return gate_stats(self.gate)
 
     def forward(self, x: Tensor, state: InfiniState, positions: Tensor) -> tuple[Tensor, InfiniState]:
         q, k, v = split_heads(self.qkv(x), self.n_heads)

@@ -30,7 +30,8 @@ from bench.training.mixture import MIN_UNITS_PER_SEQUENCE, Mixture, training_sha
 from tasks.base import Task, TaskData
 
 log = logging.getLogger(__name__)
-DATA_VERSION = "mixture-v6"  # bump when a training stream changes: invalidates cached checkpoints (v6: tasks drawn in sorted order)
+# Bump when a training stream changes: it invalidates cached checkpoints. v6: mixture tasks drawn in sorted order.
+DATA_VERSION = "mixture-v6"
 LORA_VERSION = "hf-lora-v2"  # v2: trained tensors are named after the shared layer stack (blocks.<i>.mixer...)
 
 

@@ -53,4 +53,4 @@ def test_the_training_stream_depends_on_the_mixture_not_the_order_it_is_written_
     for w in (weights, reordered):
         batches = Mixture(mixture_tasks(w, tok, task_data), w, seed=3)
         draws.append([batches.batch(4, 300)[0] for _ in range(3)])
-    assert all(a.equal(b) for a, b in zip(*draws))
+    assert all(a.equal(b) for a, b in zip(*draws, strict=True))
