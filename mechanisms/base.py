@@ -118,6 +118,10 @@ class ModelLevel(Capabilities):
     def __init__(self, reader: Any, **options: Any) -> None:
         raise NotImplementedError
 
+    def stats(self) -> dict[str, float]:
+        """Introspection recorded after evaluation, keys "<part>.<metric>" (weights_lora: its test-time cost)."""
+        return {}
+
 
 def gate_stats(gate: Tensor) -> dict[str, float]:
     """The memory's share of a per-head gated mix, sigmoid(gate): mean and spread over heads (Infini, neural memory)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @runtime_checkable
@@ -50,4 +50,18 @@ class LongContextLM(Protocol):
 
     def state_bytes_after(self, n_tokens: int) -> int:
         """Bytes the model carries after streaming `n_tokens`: the memory cost the records report."""
+        ...
+
+
+@runtime_checkable
+class TrainableLM(LongContextLM, Protocol):
+    """A LongContextLM whose weights can be trained at test time: what a memory in the weights (`weights_lora`)
+    needs from its reader, beyond reading."""
+
+    model: nn.Module  # the module adapters attach to
+    adapter_targets: list[str] | None  # names of the linear layers LoRA attaches to (None: peft's default for it)
+
+    def token_loss(self, rows: Tensor) -> Tensor:
+        """Mean next-token NLL over rows (B, T) of token ids, each row predicting its tokens 1.. from those before;
+        differentiable."""
         ...

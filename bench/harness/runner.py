@@ -22,6 +22,7 @@ from bench.report import wandb_log
 from bench.results import records, samples, summary
 from bench.results.manifest import Manifest, is_alive_elsewhere, manifest_path
 from bench.training.mixture import training_shape
+from mechanisms.base import ModelLevel
 from tasks.base import CellResult
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,10 @@ def evaluate_cell(cfg: DictConfig, config_hash: str
     started = time.perf_counter()
     results = task.evaluate(lm, list(cfg.eval.lengths), cfg.eval.n, cfg.eval.seed)
     eval_s = time.perf_counter() - started
-    results += introspection(model.stats())
+    stats = model.stats()
+    if isinstance(lm, ModelLevel):  # a model-level mechanism's own (weights_lora: its test-time cost)
+        stats.update(lm.stats())
+    results += introspection(stats)
     log.info("%s / %s: model ready in %.0fs (checkpoint %s), evaluated in %.0fs",
              mechanism, cfg.task.name, train_s, checkpoint, eval_s)
 

@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from bench.core.errors import ConfigError, one_line
@@ -86,10 +87,16 @@ def _crop(cache: Any, keep: Tensor) -> None:
 class HFStreamingLM(StreamingLM):
     """StreamingLM over a transformers model; the state carried between chunks is (KV cache, cached positions)."""
 
+    adapter_targets = None  # peft's LoRA targets for the architecture (TrainableLM)
+
     def __init__(self, model: Any, tokenizer: HFTokenizer, chunk_size: int = 512, window: int | None = None,
                  sinks: int = 0) -> None:
         self.model, self.tokenizer, self.chunk_size = model.eval(), tokenizer, chunk_size
         self.window, self.sinks = window, sinks
+
+    def token_loss(self, rows: Tensor) -> Tensor:
+        logits = self.model(input_ids=rows[:, :-1]).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), rows[:, 1:].flatten())
 
     @property
     def device(self) -> torch.device:

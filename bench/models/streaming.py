@@ -14,8 +14,15 @@ from bench.models.backbone import Backbone
 class StreamingLM:
     """Backbone + tokenizer; `chunk_size` is how many tokens one forward call sees (the memory boundary)."""
 
+    adapter_targets: list[str] | None = ["qkv", "out"]  # the mixers' attention projections (TrainableLM)
+
     def __init__(self, model: Backbone, tokenizer: Tokenizer, chunk_size: int = 512) -> None:
         self.model, self.tokenizer, self.chunk_size = model.eval(), tokenizer, chunk_size
+
+    def token_loss(self, rows: Tensor) -> Tensor:
+        """Mean next-token NLL of rows (B, T), with gradients (TrainableLM: test-time training)."""
+        logits, _ = self.model(rows[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1).float(), rows[:, 1:].flatten())
 
     @property
     def device(self) -> torch.device:

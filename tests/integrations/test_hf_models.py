@@ -142,3 +142,22 @@ def test_cli_trains_infini_into_an_hf_model_with_lora(llama_dir, tmp_path):
     assert list((tmp_path / "cache" / "checkpoints").glob("hf-*.pt"))
     again = run(tmp_path, *overrides, "force=true")
     assert again.returncode == 0 and "cached checkpoint" in again.stdout + again.stderr
+
+
+def test_weights_lora_trains_peft_default_adapters_on_an_hf_reader_and_leaves_its_weights(llama_dir):
+    """Memory in the weights on a pretrained model: peft picks the architecture's LoRA targets (Llama: q_proj,
+    v_proj), test-time training moves only them, and a fresh context starts from the unchanged model."""
+    from mechanisms.weights_lora import WeightsLoRA
+
+    model, tok = load_model(str(llama_dir)), load_tokenizer(str(llama_dir))
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = torch.randint(3, tok.vocab_size, (60,), generator=torch.Generator().manual_seed(2)).tolist()
+    reader = HFStreamingLM(model, tok, chunk_size=16)
+    untouched = reader.loglikelihood(ids[:4] + ids[-8:], ids[10:14])
+    m = WeightsLoRA(reader, steps=4, lr=1e-2, keep_prefix=4, question_tokens=8)
+    assert {n.split(".")[-4] for n in m.adapters} == {"q_proj", "v_proj"}
+    adapted = m.loglikelihood(ids, ids[10:14])
+    assert adapted[0] != untouched[0]
+    after = {n.replace(".base_layer", ""): p for n, p in model.named_parameters() if "lora_" not in n}
+    assert after.keys() == base.keys() and all(torch.equal(after[n], p) for n, p in base.items())
+    assert WeightsLoRA(reader, steps=0, keep_prefix=4, question_tokens=8).loglikelihood(ids, ids[10:14]) == untouched
