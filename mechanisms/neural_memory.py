@@ -5,30 +5,39 @@ read by a gated branch next to sliding-window attention (Titans' "memory as a ga
 Per head, with keys and queries L2-normalised after SiLU and values after SiLU (Titans §4.4), the memory M_W maps a
 key to a value and learns from every token x_t:
     loss     l_t(W) = 1/2 ||M_W(k_t) - v_t||^2
-    surprise S_t = eta_t S_{t-1} - theta_t grad l_t(W)          momentum over "surprise", per-token eta_t in (0, 1)
-    memory   W_t = (1 - alpha_t) W_{t-1} + S_t                  forgetting gate alpha_t in (0, 1)
-    read     y_t = M_W(q_t)                                     no weight update on the read
+    surprise S_t = eta_t S_{t-1} - (1 - eta_t) theta_t grad l_t(W)   momentum, eta_t in (0, 1)
+    memory   W_t = (1 - alpha_t) W_{t-1} + S_t                         forgetting gate alpha_t in (0, 1)
+    read     y_t = M_W(q_t)                                            no weight update on the read
 theta_t = inner_lr * sigmoid(.) / chunk and eta_t, alpha_t = sigmoid(.) come from x_t by a linear map (one each
-per head). The 1 / chunk is TTT's mini-batch mean: every gradient of a chunk is taken at the same weights (below), so
-in Titans' per-token sum a chunk's steps add up C-fold, and with SiLU keys (all in one orthant, so strongly
-correlated) the memory diverged within a few chunks at any theta that learns in one. `memory=linear` is
-M_W(k) = k W (TTT-Linear; with eta = alpha = 0 it is the delta rule), `memory=mlp` is M(k) = gelu(k W1) W2 (Titans'
-deep memory with L_M = 2, hidden `hidden_mult` x head_dim; GELU as in TTT-MLP and titans-pytorch's MemoryMLP).
+per head). Two deviations from Titans' formulas keep the inner optimisation stable, both found by divergence:
+- The 1 / chunk is TTT's mini-batch mean: every gradient of a chunk is taken at the same weights (below), so in
+  Titans' per-token sum a chunk's steps add up C-fold, and with SiLU keys (all in one orthant, so strongly
+  correlated) the memory diverged within a few chunks at any theta that learns in one.
+- The momentum is an exponential moving average (the surprise enters with weight 1 - eta_t, as in Adam's first
+  moment): Titans' S_t = eta_t S_{t-1} - theta_t grad moves W by up to theta / (1 - eta) per gradient, 4x the
+  bound at eta = 0.9 and unbounded as the learned eta nears 1, and the linear memory's weights reached 1e8 within
+  2K tokens of correlated inputs. With the average a chunk moves W by at most inner_lr x its mean gradient.
+`memory=linear` is M_W(k) = k W (TTT-Linear; with eta = alpha = 0 it is the delta rule), `memory=mlp` is
+M(k) = gelu(k W1) W2 (Titans' deep memory with L_M = 2, hidden `hidden_mult` x head_dim; GELU as in TTT-MLP and
+titans-pytorch's MemoryMLP).
 
 Chunked, as Titans and TTT train it (mini-batch gradient descent): within a chunk of `chunk` tokens every gradient
 is taken at the chunk's starting weights W_0, and the token-level recurrence above is then exact in closed form:
-    S_C = P_C S_0 - sum_i theta_i (P_C / P_i) grad l_i(W_0)
-    W_C = A_C W_0 + (sum_t (A_C / A_t) P_t) S_0 - sum_i theta_i (sum_{t >= i} (A_C / A_t)(P_t / P_i)) grad l_i(W_0)
-with A_t = prod_{j <= t} (1 - alpha_j), P_t = prod_{j <= t} eta_j, so a chunk costs two weighted gradients of the
+    S_C = P_C S_0 - sum_i c_i (P_C / P_i) grad l_i(W_0)
+    W_C = A_C W_0 + (sum_t (A_C / A_t) P_t) S_0 - sum_i c_i (sum_{t >= i} (A_C / A_t)(P_t / P_i)) grad l_i(W_0)
+with c_i = (1 - eta_i) theta_i, A_t = prod_{j <= t} (1 - alpha_j), P_t = prod_{j <= t} eta_j, so a chunk costs two
+weighted gradients of the
 batch loss (hand-derived below; autograd differentiates through them, so the outer parameters learn through the
 inner updates). Tests hold this to the literal token loop in float64.
 
 Conventions the papers leave open, as implemented:
 - Chunks are aligned to absolute positions (chunk s holds [s*C, (s+1)*C)), like Infini's segments, so any chunking
-  of the input gives the same outputs. Tokens of chunk s read the memory written by chunks < s only: their own
-  chunk reaches them through the sliding window (window >= chunk covers it).
-- The initial weights W_0 (and S_0 = 0) are learned parameters (TTT's learned initialisation; Titans' meta-learned
-  memory). The memory is kept in at least float32.
+  of the input gives the same outputs.
+- Tokens of chunk s read the memory written by chunks < s only, as titans-pytorch retrieves; in the papers (TTT's
+  dual form, Titans section 3.2) token t reads the weights after the updates of its chunk's tokens up to t. Their
+  own chunk reaches them here through the sliding window instead (window >= chunk covers it).
+- The initial weights W_0 are learned parameters (TTT's learned initialisation; Titans' meta-learned memory); the
+  momentum starts at 0. The memory is kept in at least float32.
 - MAG's combination ("normalise both branches with learnable vector-valued weights, then a non-linearity") is
   realised as a convex mix per head, (1 - g) * attention + g * RMSNorm(read) * scale, g = sigmoid(gate), with the
   gate started near 0 so that a continued base model keeps its attention (Infini's lesson, `gate_init`).
@@ -139,8 +148,8 @@ def chunk_update(weights: tuple[Tensor, ...], momentum: tuple[Tensor, ...], k: T
                  step_bound: float) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Tensor]:
     """One chunk's closed-form update (module docstring): k, v (B, H, C, D), gate logits (B, H, C, 3). Returns the new
     weights and momentum and the chunk's per-token losses at its starting weights."""
-    theta = step_bound * torch.sigmoid(gates[..., 0])
     log_eta = F.logsigmoid(gates[..., 1])  # log eta
+    theta = step_bound * torch.sigmoid(gates[..., 0]) * torch.sigmoid(-gates[..., 1])  # c_i = (1 - eta_i) theta_i
     log_keep = F.logsigmoid(-gates[..., 2])  # log (1 - alpha)
     la, lp = log_keep.cumsum(-1), log_eta.cumsum(-1)  # log A_t, log P_t
     la_end, lp_end = la[..., -1:], lp[..., -1:]
@@ -217,8 +226,8 @@ class NeuralMemory(Mechanism):
     def stats(self) -> dict[str, float]:
         found = gate_stats(self.gate)
         if self._inner["tokens"]:
-            found["inner_loss_before"] = self._inner["loss_before"] / self._inner["tokens"]
-            found["inner_loss_after"] = self._inner["loss_after"] / self._inner["tokens"]
+            found["inner_loss_before"] = float(self._inner["loss_before"]) / self._inner["tokens"]
+            found["inner_loss_after"] = float(self._inner["loss_after"]) / self._inner["tokens"]
         return found
 
     def forward(self, x: Tensor, state: NeuralMemoryState, positions: Tensor) -> tuple[Tensor, NeuralMemoryState]:
@@ -262,6 +271,6 @@ class NeuralMemory(Mechanism):
     def _record_inner_loss(self, losses: Tensor, weights: tuple[Tensor, ...], k: Tensor, v: Tensor) -> None:
         """What one update achieved on its own chunk: the associative loss before and after it (stats())."""
         after = 0.5 * (memory_read(weights, k) - v).pow(2).sum(-1)
-        self._inner["loss_before"] += losses.mean(1).sum().item()
-        self._inner["loss_after"] += after.mean(1).sum().item()
+        self._inner["loss_before"] = self._inner["loss_before"] + losses.mean(1).sum()  # on the device: no sync
+        self._inner["loss_after"] = self._inner["loss_after"] + after.mean(1).sum()
         self._inner["tokens"] += losses.shape[0] * losses.shape[2]

@@ -10,12 +10,16 @@ then the reader sees only [instruction + the last `keep_recent` tokens of the do
 
 Perplexity (`rolling_nll`): per document, adapters reset, then every `stride` tokens the next window is scored after
 [the last `keep_recent` tokens] with the weights trained on everything before it, and the adapters take `steps`
-steps on that window (memory accumulates across the document, as dynamic evaluation does).
+steps on that window alone (memory accumulates across the document, as dynamic evaluation does; Krause et al. take
+one step per segment, here `steps` as for a context, so one setting governs both).
+Task cost: each `loglikelihood` or `generate` call adapts anew, so a task that asks several questions of one
+context (MQAR's per-query scoring) pays the adaptation once per question.
 
 What this memory costs is recorded with its accuracy (`stats()`): test-time training seconds and a FLOP estimate
-per adaptation (one per context; one per window for perplexity), 6 x reader parameters x tokens trained per step
-(forward + backward through the frozen model; attention's quadratic term left out), and the adaptation loss at its
-first and last step.
+per adaptation (one per context; one per window for perplexity), 4 x reader parameters x tokens trained per step
+(2 for the forward pass, 2 for the backward pass's activation gradients: the reader's weights are frozen, and the
+adapters' own gradients and attention's quadratic term are left out), and the adaptation loss at its first and last
+step. Adapters are kept in float32 whatever the reader's dtype (Adam's moments underflow in float16).
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ class WeightsLoRA(ModelLevel):
                 raise ConfigError(f"mechanism.target_modules={targets} does not fit the reader: "
                                   f"{one_line(e)}") from None
         self.adapters = {n: p for n, p in reader.model.named_parameters() if "lora_" in n}
+        for p in self.adapters.values():  # peft gives them the base layer's dtype; Adam needs float32
+            p.data = p.data.float()
         for name, p in reader.model.named_parameters():
             p.requires_grad_(name in self.adapters)
         self.fresh = {n: p.detach().clone() for n, p in self.adapters.items()}
@@ -114,10 +120,12 @@ class WeightsLoRA(ModelLevel):
                 loss.backward()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                if step in (0, o.steps - 1):
-                    self.cost["loss_first" if step == 0 else "loss_last"] += loss.item()
+                if step == 0:
+                    self.cost["loss_first"] += loss.item()
+                if step == o.steps - 1:
+                    self.cost["loss_last"] += loss.item()
         self.cost["seconds"] += time.perf_counter() - started
-        self.cost["flops"] += 6.0 * self.n_params * rows[:, 1:].numel() * o.steps
+        self.cost["flops"] += 4.0 * self.n_params * rows[:, 1:].numel() * o.steps
         self.cost["adaptations"] += 1
 
     def _rows(self, tokens: list[int]) -> Tensor:

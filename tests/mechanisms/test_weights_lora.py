@@ -73,7 +73,10 @@ def test_the_adapters_learn_the_context_and_the_cost_is_recorded():
     assert stats["test_time.seconds_per_adaptation"] > 0
     n_params = sum(p.numel() for n, p in m.reader.model.named_parameters() if "lora_" not in n)
     rows = m._rows(m._split(context)[0])
-    assert stats["test_time.flops_per_adaptation"] == 6.0 * n_params * rows[:, 1:].numel() * 30
+    assert stats["test_time.flops_per_adaptation"] == 4.0 * n_params * rows[:, 1:].numel() * 30
+    one = memory(steps=1)
+    one.loglikelihood(context, answer)
+    assert one.stats()["test_time.loss_last_step"] == one.stats()["test_time.loss_first_step"] > 0
 
 
 def test_state_is_the_adapters_at_any_length():
@@ -98,3 +101,13 @@ def test_bad_targets_and_readers_are_named():
         WeightsLoRA(object())
     with pytest.raises(ConfigError, match="mechanism.rank"):
         memory(rank=0)
+
+
+def test_a_half_precision_reader_trains_float32_adapters():
+    reader = tiny_reader()
+    reader.model.to(torch.bfloat16)
+    m = WeightsLoRA(reader, steps=3, lr=1e-2, keep_prefix=len(PREFIX), question_tokens=20, train_window=48)
+    assert {p.dtype for p in m.adapters.values()} == {torch.float32}
+    tok = ByteTokenizer()
+    logprob, _ = m.loglikelihood(tok.encode(FIRST), tok.encode(" 73915"))
+    assert torch.isfinite(torch.tensor(logprob)) and all(torch.isfinite(p).all() for p in m.adapters.values())
