@@ -44,9 +44,11 @@ class DeltaState:
 
 
 @dataclasses.dataclass
-class GatedDeltaNetOptions(MechanismOptions):
+class ChunkedRecurrenceOptions(MechanismOptions):
+    """Options of the recurrences with a chunked training form (Gated DeltaNet, Mamba-2)."""
+
     chunk: int = 64  # block of the chunked form (a compute choice: the outputs do not depend on it)
-    conv: int = 4  # short causal convolution kernel over q, k, v (the paper's 4); 0: none
+    conv: int = 4  # short causal convolution kernel over the q, k, v projections (both papers' 4); 0: none
     form: str = "chunked"  # chunked | recurrent (the token loop; slow, kept as the definition)
 
     def validate(self) -> None:
@@ -58,24 +60,25 @@ class GatedDeltaNetOptions(MechanismOptions):
             raise ConfigError(f"mechanism.form must be 'chunked' or 'recurrent', got {self.form!r}")
 
 
-def recurrent_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_alpha: Tensor, memory: Tensor
-                         ) -> tuple[Tensor, Tensor]:
+def recurrent_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_alpha: Tensor, memory: Tensor,
+                         delta: bool = True) -> tuple[Tensor, Tensor]:
     """The definition, one token at a time: q, k (B, H, T, Dk) (q already scaled), v (B, H, T, Dv), beta and
-    log_alpha (B, H, T), memory (B, H, Dk, Dv). Returns outputs (B, H, T, Dv) and the final memory."""
+    log_alpha (B, H, T), memory (B, H, Dk, Dv). Returns outputs (B, H, T, Dv) and the final memory. `delta=False`
+    drops the correction: S_t = alpha_t S_{t-1} + beta_t k_t v_t^T, the scalar-decay state space of Mamba-2 (SSD)."""
     outputs = []
     for t in range(q.shape[2]):
         memory = memory * log_alpha[:, :, t].exp()[..., None, None]
         kt = k[:, :, t]
-        correction = v[:, :, t] - (kt.unsqueeze(-1) * memory).sum(-2)
+        correction = v[:, :, t] - (kt.unsqueeze(-1) * memory).sum(-2) if delta else v[:, :, t]
         memory = memory + beta[:, :, t, None, None] * kt.unsqueeze(-1) * correction.unsqueeze(-2)
         outputs.append((q[:, :, t].unsqueeze(-1) * memory).sum(-2))
     return torch.stack(outputs, dim=2), memory
 
 
 def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_alpha: Tensor, memory: Tensor,
-                       chunk: int) -> tuple[Tensor, Tensor]:
+                       chunk: int, delta: bool = True) -> tuple[Tensor, Tensor]:
     """The same map, `chunk` tokens at a time (module docstring). Padding tokens have beta = 0 and no decay, so
-    they leave the memory as it is."""
+    they leave the memory as it is. Without the delta correction T is the identity and W = 0 (SSD's chunked form)."""
     b, h, t, dk = q.shape
     pad = (-t) % chunk
     if pad:
@@ -87,16 +90,18 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_alpha:
     lower = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
     gamma = (g.unsqueeze(-1) - g.unsqueeze(-2)).masked_fill(~lower, -math.inf).exp()  # exp(G_i - G_j), i >= j
     k_beta = k * beta.unsqueeze(-1)
-    below = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril(-1)
-    strict = (k_beta @ k.transpose(-1, -2) * gamma).masked_fill(~below, 0.0)  # strictly lower part
-    eye = torch.eye(chunk, dtype=q.dtype, device=q.device)
-    solve = torch.linalg.solve_triangular(eye + strict, eye.expand_as(strict), upper=False, unitriangular=True)
-    u = solve @ (v * beta.unsqueeze(-1))
-    w = solve @ (k_beta * g.exp().unsqueeze(-1))
+    if delta:
+        below = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril(-1)
+        strict = (k_beta @ k.transpose(-1, -2) * gamma).masked_fill(~below, 0.0)  # strictly lower part
+        eye = torch.eye(chunk, dtype=q.dtype, device=q.device)
+        solve = torch.linalg.solve_triangular(eye + strict, eye.expand_as(strict), upper=False, unitriangular=True)
+        u, w = solve @ (v * beta.unsqueeze(-1)), solve @ (k_beta * g.exp().unsqueeze(-1))
+    else:
+        u, w = v * beta.unsqueeze(-1), None
     within = (q @ k.transpose(-1, -2) * gamma).masked_fill(~lower, 0.0)
     outputs = []
     for i in range(n):
-        corrected = u[:, :, i] - w[:, :, i] @ memory
+        corrected = u[:, :, i] - w[:, :, i] @ memory if delta else u[:, :, i]
         outputs.append((q[:, :, i] * g[:, :, i].exp().unsqueeze(-1)) @ memory + within[:, :, i] @ corrected)
         g_end = g[:, :, i, -1:]
         memory = memory * g_end.exp().unsqueeze(-1) + (k[:, :, i] * (g_end - g[:, :, i]).exp().unsqueeze(-1)
@@ -104,11 +109,12 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_alpha:
     return torch.cat(outputs, dim=2)[:, :, :t], memory
 
 
-@register
-class GatedDeltaNet(Mechanism):
-    name = "gated_deltanet"
-    Options = GatedDeltaNetOptions
-    display_order = 9
+class ConvRecurrence(Mechanism):
+    """What Gated DeltaNet and Mamba-2 share: a q/k/v-shaped projection (`qkv`, which a continued base model fills)
+    through a short causal convolution whose last inputs are carried, a (Dk x Dv) state per head, and the choice
+    of the chunked or the recurrent form."""
+
+    Options = ChunkedRecurrenceOptions
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:
         super().__init__(d_model, n_heads, layer_idx, **options)
@@ -116,6 +122,36 @@ class GatedDeltaNet(Mechanism):
         self.out = nn.Linear(d_model, d_model, bias=False)
         kernel = self.options.conv
         self.conv = nn.Conv1d(3 * d_model, 3 * d_model, kernel, groups=3 * d_model, bias=False) if kernel else None
+
+    def init_state(self, batch_size, device, dtype) -> DeltaState:
+        d, h = self.head_dim, self.n_heads
+        acc = torch.promote_types(dtype, torch.float32)
+        return DeltaState(torch.zeros(batch_size, h, d, d, device=device, dtype=acc),
+                          torch.zeros(batch_size, max(self.options.conv - 1, 0), 3 * self.d_model, device=device,
+                                      dtype=dtype))
+
+    def convolved_heads(self, x: Tensor, state: DeltaState) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+        """SiLU(conv(x W_qkv)) split into three (B, H, T, Dh) tensors, and the convolution's new carried inputs."""
+        projected, conv_state = self.qkv(x), state.conv
+        if self.conv is not None:
+            window = torch.cat([state.conv, projected], dim=1)  # (B, K - 1 + T, 3D)
+            projected = self.conv(window.transpose(1, 2)).transpose(1, 2)
+            conv_state = window[:, window.shape[1] - state.conv.shape[1] :]
+        return split_heads(F.silu(projected), self.n_heads), conv_state
+
+    def recurrence(self, q, k, v, beta, log_alpha, memory, delta: bool) -> tuple[Tensor, Tensor]:
+        if self.options.form == "recurrent":
+            return recurrent_delta_rule(q, k, v, beta, log_alpha, memory, delta)
+        return chunked_delta_rule(q, k, v, beta, log_alpha, memory, self.options.chunk, delta)
+
+
+@register
+class GatedDeltaNet(ConvRecurrence):
+    name = "gated_deltanet"
+    display_order = 9
+
+    def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:
+        super().__init__(d_model, n_heads, layer_idx, **options)
         self.decay_beta = nn.Linear(d_model, 2 * n_heads)  # per head: the decay's softplus input, beta's logit
         self.output_gate = nn.Linear(d_model, d_model, bias=False)
         self.output_norm = nn.Parameter(torch.ones(self.head_dim))
@@ -126,31 +162,14 @@ class GatedDeltaNet(Mechanism):
             self.decay_beta.bias[:n_heads] = dt + torch.log(-torch.expm1(-dt))
             self.decay_beta.bias[n_heads:] = 0.0
 
-    def init_state(self, batch_size, device, dtype) -> DeltaState:
-        d, h = self.head_dim, self.n_heads
-        acc = torch.promote_types(dtype, torch.float32)
-        return DeltaState(torch.zeros(batch_size, h, d, d, device=device, dtype=acc),
-                          torch.zeros(batch_size, max(self.options.conv - 1, 0), 3 * self.d_model, device=device,
-                                      dtype=dtype))
-
     def forward(self, x: Tensor, state: DeltaState, positions: Tensor) -> tuple[Tensor, DeltaState]:
-        projected = self.qkv(x)
-        conv_state = state.conv
-        if self.conv is not None:
-            window = torch.cat([state.conv, projected], dim=1)  # (B, K - 1 + T, 3D)
-            projected = self.conv(window.transpose(1, 2)).transpose(1, 2)
-            conv_state = window[:, window.shape[1] - state.conv.shape[1] :]
-        q, k, v = split_heads(F.silu(projected), self.n_heads)
+        (q, k, v), conv_state = self.convolved_heads(x, state)
         acc = state.memory.dtype
         q = F.normalize(q.to(acc), dim=-1) / math.sqrt(self.head_dim)
         k = F.normalize(k.to(acc), dim=-1)
         decay_in, beta_in = self.decay_beta(x).to(acc).transpose(1, 2).chunk(2, dim=1)  # (B, H, T) each
         log_alpha = -self.A_log.to(acc).exp()[None, :, None] * F.softplus(decay_in)
-        beta = torch.sigmoid(beta_in)
-        if self.options.form == "recurrent":
-            y, memory = recurrent_delta_rule(q, k, v.to(acc), beta, log_alpha, state.memory)
-        else:
-            y, memory = chunked_delta_rule(q, k, v.to(acc), beta, log_alpha, state.memory, self.options.chunk)
+        y, memory = self.recurrence(q, k, v.to(acc), torch.sigmoid(beta_in), log_alpha, state.memory, delta=True)
         y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-6) * self.output_norm.to(acc)
         y = merge_heads(y.to(x.dtype)) * F.silu(self.output_gate(x))
         return self.out(y), DeltaState(memory, conv_state)
