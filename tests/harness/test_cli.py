@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 import mechanisms
 from bench.config.schema import register_configs
 from bench.results.records import FIELDS
+from mechanisms.rag import RetrievalLM
 from tests.helpers import CONF, sweeps
 
 register_configs()  # the `${registered:...}` resolver a sweep preset may use
@@ -17,8 +18,14 @@ register_configs()  # the `${registered:...}` resolver a sweep preset may use
 SMOKE = OmegaConf.load(CONF / "sweep" / "smoke.yaml").hydra.sweeper.params
 SMOKE_MECHANISMS = set(SMOKE.mechanism.split(","))
 SMOKE_TASKS = set(SMOKE.task.split(","))
-# Per-layer statistics a mechanism records (Mechanism.stats), one row per layer of the smoke model.
-STATS = {"infini": ("gate_memory_weight", "gate_memory_weight_std"), "fam": ("fam_attention_share",)}
+# Statistics a mechanism records (its stats()): per layer of the smoke model, or for a model-level one its own part.
+LAYERS = ("layer0", "layer1")
+STATS = {"infini": (LAYERS, ("gate_memory_weight", "gate_memory_weight_std")),
+         "fam": (LAYERS, ("fam_attention_share",)),
+         "neural_memory": (LAYERS, ("gate_memory_weight", "gate_memory_weight_std", "inner_loss_before",
+                                    "inner_loss_after")),
+         "weights_lora": (("test_time",), ("seconds_per_adaptation", "flops_per_adaptation", "loss_first_step",
+                                           "loss_last_step"))}
 
 
 def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -41,7 +48,8 @@ def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
     assert all(0 <= r["value"] <= 1 and r["depth"] is not None for r in passkey)
     assert {r["context_length"] for r in passkey} == {120, 128}
     for m in SMOKE_MECHANISMS:
-        expected = {"exact_match", "digit_accuracy"} | ({"retrieval_recall"} if mechanisms.is_model_level(m) else set())
+        retrieves = issubclass(mechanisms.get(m), RetrievalLM)
+        expected = {"exact_match", "digit_accuracy"} | ({"retrieval_recall"} if retrieves else set())
         assert {r["metric"] for r in passkey if r["mechanism"] == m} == expected, m
     longqa = [r for r in cells if r["task"] == "longqa"]
     assert {r["subtask"] for r in longqa} == {"single_fact", "two_facts", "three_facts", "multikey",
@@ -53,8 +61,8 @@ def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
     whole = {r["metric"] for r in cells if r["task"] == "perplexity" and r["subtask"] == "overall"}
     assert whole == {"ppl", "nll", "bits_per_byte"}
     stats = {(r["mechanism"], r["subtask"], r["metric"]) for r in rows if r["context_length"] is None}
-    assert stats == {(m, f"layer{i}", metric) for i in (0, 1) for m in SMOKE_MECHANISMS & set(STATS)
-                     for metric in STATS[m]}
+    assert stats == {(m, part, metric) for m in SMOKE_MECHANISMS & set(STATS) for part in STATS[m][0]
+                     for metric in STATS[m][1]}
     summary_md = (tmp_path / "results" / "smoke" / "summary.md").read_text()
     for heading in ("## passkey — exact_match by needle depth at 128 tokens", "## longqa/single_fact — exact_match",
                     "## perplexity — ppl", "## perplexity/overall — bits_per_byte"):
