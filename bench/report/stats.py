@@ -29,8 +29,16 @@ seed it comes from resampling the pooled samples of the entry (all its cells, e.
 reconstructed as Bernoulli outcomes (round(value * n) successes per cell): exact for 0/1 metrics such as
 exact_match, and conservative for any other metric bounded in [0, 1] (a Bernoulli variable has the largest variance
 of all [0, 1] variables with that mean). Metrics outside [0, 1] (perplexity) get no single-seed interval, and
-paired differences redraw both sides independently. Like every percentile bootstrap, a score of exactly 0 or 1
-gets a zero-width interval.
+paired differences redraw both sides independently.
+
+**A floor for bounded means.** A percentile bootstrap cannot see uncertainty the samples do not show: 1500 correct
+prompts out of 1500, or a sliding window that is right at exactly the depths it can reach in every seed, give a
+zero-width interval, which claims certainty no finite sample gives (a cold rerun scored 0.999 and 0.399 against
+committed [1.000, 1.000] and [0.400, 0.400]). The interval of a per-sample mean of 0/1 outcomes (exact_match) is
+therefore at least the Wilson score interval of the pooled mean over its n samples (conservative for a stratified
+design); a mean of another [0, 1] metric (digit_accuracy) gets the same floor where its samples show no variation
+at all (conservative: no [0, 1] variable has a larger variance at that mean than a Bernoulli one), and keeps its
+narrower bootstrap interval otherwise. Paired differences keep their bootstrap interval.
 """
 
 from __future__ import annotations
@@ -57,6 +65,16 @@ class Estimate:
 
     def contains(self, x: float) -> bool:
         return self.low <= x <= self.high
+
+
+Z = 1.959963984540054  # the standard normal's 97.5% quantile: LEVEL = 0.95
+
+
+def wilson(p: float, n: int) -> tuple[float, float]:
+    """The Wilson score interval of a proportion p observed over n trials (never zero width for n > 0)."""
+    center = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return max(0.0, center - half), min(1.0, center + half)
 
 
 def _interval(draws: np.ndarray) -> tuple[float, float]:
@@ -205,7 +223,14 @@ def sample_estimate(units: pd.DataFrame, metric: str, seed: int = 0, n_boot: int
     values = _columns(units, stat)
     mean = stat.point(_in_order(values[:, 0]), _in_order(values[:, 1]))
     sums = bootstrap_sums(values, _strata(units), np.random.default_rng(seed), n_boot)
-    return Estimate(mean, *_interval(stat.draws(sums[:, 0], sums[:, 1])), _count(units, stat))
+    low, high = _interval(stat.draws(sums[:, 0], sums[:, 1]))
+    outcomes = values[:, 0]
+    binary = bool(np.isin(outcomes, (0.0, 1.0)).all())
+    bounded = bool(((outcomes >= 0) & (outcomes <= 1)).all())
+    if stat.denominator is None and (binary or (bounded and low == high)):  # the floor (module docstring)
+        floor_low, floor_high = wilson(min(max(mean, 0.0), 1.0), len(units))
+        low, high = min(low, floor_low), max(high, floor_high)
+    return Estimate(mean, low, high, _count(units, stat))
 
 
 def ratio_estimate(units: pd.DataFrame, seed: int = 0, n_boot: int = N_BOOT) -> dict[str, Estimate]:

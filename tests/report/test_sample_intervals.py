@@ -20,6 +20,7 @@ from bench.report.stats import (
     ratio_estimate,
     sample_estimate,
     sample_paired_difference,
+    wilson,
 )
 from bench.results.records import FIELDS
 from bench.results.samples import samples_path
@@ -85,6 +86,30 @@ def test_hierarchical_mean_resamples_seeds():
     assert e.low < 0.3 and e.high > 0.7
     alone = sample_estimate(units[units["seed"] == 3], "exact_match")
     assert (alone.high - alone.low) < (e.high - e.low) / 2
+
+
+def test_a_bounded_mean_never_gets_a_zero_width_interval():
+    """All 1500 prompts right (or every seed right at exactly the same depths) leaves a percentile bootstrap
+    nothing to resample: the interval falls back to the Wilson score interval of the pooled mean, which a rerun's
+    0.999 falls inside; where the bootstrap is wider (seeds far apart), it stays."""
+    perfect = pd.concat([pd.DataFrame({"seed": s, "cell": d, "sample": np.arange(100), "exact_match": 1.0})
+                         for s in (1, 2, 3) for d in range(5)], ignore_index=True)
+    e = sample_estimate(perfect, "exact_match")
+    assert e.mean == e.high == 1.0 and e.low == pytest.approx(wilson(1.0, 1500)[0]) and 0.997 < e.low < 0.999
+    stratified = perfect.assign(exact_match=(perfect["cell"] < 2).astype(float))  # right at 2 depths of 5, always
+    e = sample_estimate(stratified, "exact_match")
+    assert e.mean == pytest.approx(0.4) and e.contains(0.399) and e.high - e.low == pytest.approx(
+        wilson(0.4, 1500)[1] - wilson(0.4, 1500)[0])
+    lo, hi = wilson(0.5, 150)
+    spread = pd.concat([pd.DataFrame({"seed": s, "cell": 0, "sample": np.arange(50), "exact_match": v})
+                        for s, v in ((1, [1.0] * 50), (2, [0.0] * 50), (3, [1.0] * 25 + [0.0] * 25))])
+    e = sample_estimate(spread, "exact_match")
+    assert e.low < lo and e.high > hi  # the seeds' spread is wider than the floor: the bootstrap's interval
+    fractions = perfect.assign(exact_match=np.where(perfect["sample"] % 2 == 0, 0.8, 1.0))  # digit-accuracy-like
+    e = sample_estimate(fractions, "exact_match")
+    assert e.high - e.low < wilson(0.9, 1500)[1] - wilson(0.9, 1500)[0]  # varied non-0/1 values: no floor
+    # Wilson's interval against the textbook value (Agresti & Coull 1998: 0 of 10 -> [0, 0.278])
+    assert wilson(0.0, 10)[0] == 0.0 and wilson(0.0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
 
 
 # --- (b) perplexity pools back to the records exactly ------------------------------------------------------------
