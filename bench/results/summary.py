@@ -103,7 +103,9 @@ def labelled(records: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(records)
     labels = df["mechanism"].copy()
     for mech, group in df.groupby("mechanism"):
-        options = pd.DataFrame(list(group["options"]), index=group.index).astype(str)
+        # as strings before pandas sees them: an option whose default is None would otherwise become NaN ("nan")
+        options = pd.DataFrame([{k: str(v) for k, v in o.items()} for o in group["options"]],
+                               index=group.index).fillna("nan")
         defaults = _defaults(mech)
         shown = [c for c in options.columns
                  if options[c].nunique() > 1 or (c in defaults and (options[c] != defaults[c]).any())]
