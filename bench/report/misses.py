@@ -45,4 +45,8 @@ def write_miss_pages(df: pd.DataFrame, samples: pd.DataFrame | None, out: Path) 
         relative = f"samples/{file_stem(mechanism)}_{file_stem(family)}.html"
         atomic.write_text(out / relative, _page(mechanism, family, missed, len(group)))
         links[(mechanism, family)] = relative
+    current = {out / r for r in links.values()}
+    for stale in (out / "samples").glob("*.html"):  # pages of labels this report no longer has
+        if stale not in current:
+            stale.unlink()
     return links

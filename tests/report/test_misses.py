@@ -23,3 +23,7 @@ def test_verdict_cells_link_to_the_missed_samples(tmp_path):
     assert f"{missed} of 300 samples not fully right" in misses and "12345" in misses and "needle" in misses
     full = (page.parent / "samples" / "full_passkey.html").read_text()
     assert "<td>128</td>" not in full  # full never misses at 128 (rate 1.0): only 512 rows listed
+    stale = page.parent / "samples" / "old-label_passkey.html"  # a label an earlier report had
+    stale.write_text("stale")
+    build_report([records_path(tmp_path, "swp")], tmp_path / "swp" / "report")
+    assert not stale.exists() and (page.parent / "samples" / "full_passkey.html").exists()
