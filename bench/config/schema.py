@@ -75,6 +75,10 @@ class TrainConfig:
     # init=base: the seed of the shared base model. None: train.seed (each training seed pretrains its own base).
     # Set, every train.seed continues the same base (the controlled protocol: seeds vary the continued training).
     base_seed: int | None = field(default=None, metadata=NEUTRAL_DEFAULT)
+    # float32 | bfloat16: bfloat16 autocasts the forward pass while training (weights, optimizer state and loss
+    # stay float32). It pays where bfloat16 matmuls are fast (GPUs; CPUs with AMX: 1.3x a default step measured,
+    # docs/performance.md) and costs elsewhere; it is a different recipe, so it keys its own checkpoints.
+    precision: str = field(default="float32", metadata=NEUTRAL_DEFAULT)
 
 
 @dataclass

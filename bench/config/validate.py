@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 import mechanisms
 import tasks
 from bench.core.errors import ConfigError
+from bench.core.precision import AUTOCAST_DTYPES as TRAINING_PRECISIONS
 from bench.models.hf import DTYPES
 from tasks.base import EVAL_SEED_OFFSET
 from tasks.data.corpus import corpus_options
@@ -46,6 +47,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {m.dtype!r}")
     if m.tokenizer not in ("byte", "bpe"):
         raise ConfigError(f"model.tokenizer must be 'byte' or 'bpe', got {m.tokenizer!r}")
+    if t.precision not in TRAINING_PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {t.precision!r}")
     if t.init not in ("base", "scratch"):
         raise ConfigError(f"train.init must be 'base' or 'scratch', got {t.init!r}")
     _finite(t, "train", "lr", "base_lr", "min_lr_ratio", "weight_decay", "grad_clip", "curriculum_start",

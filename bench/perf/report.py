@@ -76,6 +76,15 @@ def targets(df: pd.DataFrame) -> pd.DataFrame:
     gflops, peak = value(df, "full", "kernel", "gflops", 8192), value(df, "matmul", "hardware", "gflops", None)
     share = gflops / peak if gflops and peak else None
     add("full attention SDPA at 8K / fp32 matmul GFLOP/s", share, ">= 0.40", None if share is None else share >= 0.4)
+    step, bf16_step = (value(df, lab, "train_step", m, None) for lab, m in
+                       (("full", "gflops"), ("full [bfloat16]", "tokens_per_s")))
+    share = step / peak if step and peak else None
+    add("full attention training step, model GFLOP/s / fp32 matmul", share, ">= 0.60",
+        None if share is None else share >= 0.6)
+    fp32_step = value(df, "full", "train_step", "tokens_per_s", None)
+    ratio = bf16_step / fp32_step if bf16_step and fp32_step else None
+    add("full attention training tokens/s, bfloat16 / float32", ratio, ">= 1.3",
+        None if ratio is None else ratio >= 1.3)
     peer_label = "infini [infini-transformer-pytorch]"
     common = sorted(set(df[df["label"] == peer_label]["context_length"]) &
                     set(df[(df["label"] == "infini") & (df["subtask"] == "model_stream")]["context_length"]))
@@ -131,6 +140,10 @@ def write_report(records_file: Path) -> Path:
         markdown(pivot(df, "model_stream", "peak_bytes", MiB), ".1f"), "\n",
         "\n## Default model, streamed: carried state (bytes)\n\n",
         markdown(pivot(df.assign(value=df["state_bytes"]), "model_stream", "tokens_per_s"), ".0f"), "\n",
+        "\n## Training step (default model and training shape; forward, backward, AdamW): tokens/s\n\n",
+        markdown(pivot(df, "train_step", "tokens_per_s"), ".0f"), "\n",
+        "\n## Training step: model GFLOP/s (full attention's FLOPs at that shape, bench/perf/training.py)\n\n",
+        markdown(pivot(df, "train_step", "gflops"), ".1f"), "\n",
         "\n## Attention kernels alone (rotated q, k, v in; no projections): tokens/s\n\n",
         markdown(pivot(df, "kernel", "tokens_per_s"), ".0f"), "\n",
         "\n## Full attention SDPA kernel: GFLOP/s (causal FLOPs 4·T²·d/2 per head)\n\n",

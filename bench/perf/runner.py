@@ -34,13 +34,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 import mechanisms
-from bench.config.schema import ModelConfig
+from bench.config.schema import CONF_DIR, ModelConfig, TrainConfig
 from bench.core import atomic
 from bench.core.errors import ConfigError
 from bench.core.hashing import content_hash
+from bench.core.precision import AUTOCAST_DTYPES
 from bench.models.backbone import Backbone, BackboneSpec, Block
 from bench.perf.refs import dense_mask_layer, peer_infini_stream
 from bench.perf.report import write_report
+from bench.perf.training import step_runner, time_steps
 from bench.results import records
 from mechanisms.sliding_window import WindowState, windowed_attention
 
@@ -64,6 +66,11 @@ class PerfConfig:
     full_max_length: int = 65536  # unbounded-state mechanisms (full attention) cost T^2; skipped beyond this
     peer: bool = True  # benchmark infini-transformer-pytorch when installed
     matmul_size: int = 2048
+    # Training step probe: the default recipe's shape (train.batch_size x train.train_length, each mechanism's own
+    # training shape where it needs longer rows), in each of these precisions (train.precision); [] skips it.
+    train: TrainConfig = field(default_factory=TrainConfig)
+    train_precisions: list[str] = field(default_factory=lambda: ["float32", "bfloat16"])
+    train_repeats: int = 5
     device: str = "cpu"
     seed: int = 0
     sweep_name: str = "perf"
@@ -272,13 +279,41 @@ def measure(cfg: PerfConfig) -> list[dict[str, Any]]:
                 log.info("%6d tokens  %-16s %-13s %-28s %10.0f tok/s  peak %7.1f MiB  state %s", length,
                          p.mechanism, p.subtask, p.options.get("impl", ""), length / seconds,
                          (peak or 0) / 2**20, p.state_bytes)
+    if cfg.train_precisions:
+        rows += train_step_rows(cfg, device, peak_gflops)
+    return rows
+
+
+def train_step_rows(cfg: PerfConfig, device: torch.device, peak_gflops: float) -> list[dict[str, Any]]:
+    """Training tokens/s and model GFLOP/s of one optimizer step per mechanism and precision (bench/perf/training.py
+    says how FLOPs are counted), interleaved in every repeat."""
+    m = cfg.model
+    spec = BackboneSpec(m.bpe_vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_hidden)
+    runners, work = {}, {}
+    for name, options in cfg.mechanisms.items():
+        for precision in cfg.train_precisions:
+            runners[name, precision], *work[name, precision] = step_runner(name, options, spec, cfg.train,
+                                                                           precision, device, cfg.seed)
+    log.info("training steps: %d mechanisms x %s, %d repeats", len(cfg.mechanisms), list(cfg.train_precisions),
+             cfg.train_repeats)
+    seconds = time_steps(runners, cfg.train_repeats, lambda: _sync(device))
+    rows = []
+    for (name, precision), step_s in seconds.items():
+        flops, tokens = work[name, precision]
+        options = dict(cfg.mechanisms[name]) | ({} if AUTOCAST_DTYPES[precision] is None else {"impl": precision})
+        gflops = flops / step_s / 1e9
+        rows += [_row(cfg, name, options, "train_step", cfg.train.train_length, "tokens_per_s", tokens / step_s,
+                      tokens_per_s=tokens / step_s),
+                 _row(cfg, name, options, "train_step", cfg.train.train_length, "gflops", gflops)]
+        log.info("train step %-16s %-9s %8.0f tok/s  %6.1f model GFLOP/s (%.2f of fp32 matmul)", name, precision,
+                 tokens / step_s, gflops, gflops / peak_gflops)
     return rows
 
 
 def _row(cfg: PerfConfig, mechanism: str, options: dict, subtask: str, length: int | None, metric: str,
          value: float, state_bytes: int | None = None, tokens_per_s: float | None = None) -> dict[str, Any]:
     m = cfg.model
-    model = (f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}" if subtask == "model_stream"
+    model = (f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}" if subtask in ("model_stream", "train_step")
              else f"layer-d{cfg.layer_d_model}-h{cfg.layer_heads}")
     identity = [mechanism, options, subtask, model, cfg.device, cfg.stream_chunk]
     run = records.RunInfo(sweep=cfg.sweep_name, mechanism=mechanism, options=options, task="perf", model=model,
@@ -299,6 +334,11 @@ def validate(cfg: PerfConfig) -> None:
             raise ConfigError(f"{key} must be > 0, got {getattr(cfg, key)}")
     if cfg.layer_d_model % cfg.layer_heads or (cfg.layer_d_model // cfg.layer_heads) % 2:
         raise ConfigError("layer_d_model / layer_heads must be a whole, even head size")
+    for precision in cfg.train_precisions:
+        if precision not in AUTOCAST_DTYPES:
+            raise ConfigError(f"train_precisions: {precision!r} is not one of {', '.join(AUTOCAST_DTYPES)}")
+    if cfg.train_repeats <= 0:
+        raise ConfigError(f"train_repeats must be > 0, got {cfg.train_repeats}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device} but this machine has no CUDA device")
 
@@ -313,7 +353,9 @@ def write(cfg: PerfConfig, rows: list[dict[str, Any]]) -> Path:
     return write_report(path)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="perf")
+# An absolute config path: a relative one is read from the calling module's package (`pkg://conf` for
+# bench.perf.runner), and conf/ is a folder, not a package, so `python -m bench.perf` found no config.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="perf")
 def main(dcfg: DictConfig) -> None:
     cfg: PerfConfig = OmegaConf.to_object(dcfg)
     try:

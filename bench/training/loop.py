@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -14,7 +15,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.core.errors import ConfigError
+from bench.core.precision import autocast
 from bench.training.mixture import Mixture, min_training_length
+from bench.training.prefetch import Ahead
 from mechanisms.base import Mechanism
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,17 @@ def curriculum_length(
     hi = max(min_length, int(max_length * (start + (1 - start) * frac)))
     lo = max(min_length, int(hi * floor))
     return rng.randint(lo, hi)
+
+
+def batches(mixture: Mixture, cfg: Any, steps: int, min_len: int
+            ) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """(length, (inputs, targets, weights)) of every step in order: the curriculum's length, then its batch."""
+    length_rng = random.Random(f"lengths:{cfg.seed}")
+    for step in range(steps):
+        length = curriculum_length(
+            step, steps, min_len, cfg.train_length, cfg.curriculum_start, cfg.curriculum_floor, length_rng
+        )
+        yield length, mixture.batch(cfg.batch_size, length)
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int, min_ratio: float) -> float:
@@ -70,32 +84,31 @@ def train(model: nn.Module, mixture: Mixture, cfg: Any, steps: int, lr: float, d
     min_len = min_training_length(mixture.tasks.values())
     if cfg.train_length < min_len:
         raise ConfigError(f"train.train_length={cfg.train_length} is shorter than the tasks need ({min_len})")
-    length_rng = random.Random(f"lengths:{cfg.seed}")
     losses: list[float] = []
     model.train()
     bar = tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=None)
-    for step in bar:
-        length = curriculum_length(
-            step, steps, min_len, cfg.train_length, cfg.curriculum_start, cfg.curriculum_floor, length_rng
-        )
-        x, y, w = (t.to(device) for t in mixture.batch(cfg.batch_size, length))
-        for group in opt.param_groups:
-            group["lr"] = group["lr_mult"] * lr_at(step, steps, lr, cfg.warmup_steps, cfg.min_lr_ratio)
-        logits, _ = model(x)
-        per_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-        loss = (per_token * w.reshape(-1)).sum() / w.sum()
-        if step + 1 == nan_at_step:  # steps count from 1, as in the logs
-            loss = loss * float("nan")
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step + 1} of {steps}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", len=length)
-        if step % 250 == 0 or step == steps - 1:  # tqdm is silent without a terminal; logs still show progress
-            log.info("%s: step %d/%d loss %.4f (length %d)", desc, step + 1, steps, losses[-1], length)
+    with Ahead(batches(mixture, cfg, steps, min_len)) as stream:  # the next batches are drawn during this step
+        for step, (length, batch) in zip(bar, stream, strict=True):
+            x, y, w = (t.to(device) for t in batch)
+            for group in opt.param_groups:
+                group["lr"] = group["lr_mult"] * lr_at(step, steps, lr, cfg.warmup_steps, cfg.min_lr_ratio)
+            with autocast(cfg.precision, device):
+                logits, _ = model(x)
+            per_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                        reduction="none")
+            loss = (per_token * w.reshape(-1)).sum() / w.sum()
+            if step + 1 == nan_at_step:  # steps count from 1, as in the logs
+                loss = loss * float("nan")
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step + 1} of {steps}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", len=length)
+            if step % 250 == 0 or step == steps - 1:  # tqdm is silent without a terminal; logs still show progress
+                log.info("%s: step %d/%d loss %.4f (length %d)", desc, step + 1, steps, losses[-1], length)
     model.eval()
     return losses

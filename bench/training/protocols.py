@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 import tasks
 from bench.core.errors import ConfigError
 from bench.core.hashing import content_hash
+from bench.core.precision import AUTOCAST_DTYPES
 from bench.models.backbone import Backbone, BackboneSpec
 from bench.models.hf_mechanisms import MechanismLM, add_lora
 from bench.training import checkpoints
@@ -51,6 +52,12 @@ class TrainJob:
                             20)
 
 
+def unkeyed_precision(key: str, value: Any) -> bool:
+    """Plain float32 training stays out of checkpoint keys (the option came after the checkpoints it would rename);
+    a mixed precision is another recipe and keys its own."""
+    return key == "precision" and AUTOCAST_DTYPES[value] is None
+
+
 def transfer_weights(model: Backbone, base_state: dict[str, torch.Tensor]) -> list[str]:
     """Load base weights; every model parameter must come from the base except mechanism-specific additions,
     which are returned (they keep their fresh initialisation)."""
@@ -73,7 +80,7 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
     """The model for this run, from the checkpoint cache or trained now; returns (model, checkpoint key)."""
     t = cfg.train
     skip = ("steps", "base_steps", "lr", "base_lr", "init", "base_seed")
-    train_cfg = {k: v for k, v in dict(t).items() if k not in skip}
+    train_cfg = {k: v for k, v in dict(t).items() if k not in skip and not unkeyed_precision(k, v)}
     base_seed = t.seed if t.get("base_seed") is None else t.base_seed  # the shared base's seed
     length, batch = training_shape(t, options)
     mechanism_shape = {"train_length": length, "batch_size": batch}  # the base model trains as configured
@@ -138,7 +145,8 @@ def trained_lora(cfg: Any, hf_model: Any, tokenizer: Any, options: dict[str, Any
     model.to(cfg.device)
     length, batch = training_shape(t, options)
     t = OmegaConf.merge(t, {"train_length": length, "batch_size": batch})
-    train_cfg = {k: v for k, v in dict(t).items() if k not in ("base_steps", "base_lr", "init", "base_seed")}
+    train_cfg = {k: v for k, v in dict(t).items()
+                 if k not in ("base_steps", "base_lr", "init", "base_seed") and not unkeyed_precision(k, v)}
     key = content_hash([LORA_VERSION, m.path, m.dtype, m.lora_rank, m.lora_alpha, name, mech_options, train_cfg,
                         tokenizer.fingerprint, data.corpus.hash], 20)
     path = Path(cfg.cache_dir) / "checkpoints" / f"hf-{key}.pt"

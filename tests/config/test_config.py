@@ -54,6 +54,7 @@ def test_typed_schema_rejects_unknown_keys_and_wrong_types():
         (["mechanism=sliding_window", "mechanism.sinks=-1"], "mechanism.sinks"),
         (["task.depths=[-0.1]"], "task.depths"),
         (["train.curriculum_floor=0"], "train.curriculum_floor"),
+        (["train.precision=float16"], "train.precision"),
     ],
 )
 def test_impossible_values_name_their_key(overrides, key):

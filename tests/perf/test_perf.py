@@ -2,6 +2,8 @@
 references compute the same layer as the mechanisms; peak memory sees an allocation. No wall-time assertions."""
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,13 +12,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import mechanisms
-from bench.config.schema import ModelConfig
+from bench.config.schema import ModelConfig, TrainConfig
 from bench.core.errors import ConfigError
 from bench.models.backbone import BackboneSpec, Block
 from bench.perf.refs import dense_mask_forward
 from bench.perf.runner import PeakMemory, PerfConfig, measure, validate, write
 from bench.results.records import FIELDS, read_records
-from tests.helpers import CONF
+from tests.helpers import CONF, ROOT
 from tests.helpers.mechanism_cases import cases, params, per_layer_names, small_options, with_reference_mask
 
 
@@ -25,6 +27,7 @@ def tiny(tmp_path: Path, **changes) -> PerfConfig:
         "mechanisms": {name: small_options(name) for name in per_layer_names()},  # every per-layer mechanism
         "lengths": [64, 128], "repeats": 1, "layer_d_model": 32, "layer_heads": 2,
         "model": ModelConfig(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, bpe_vocab_size=64),
+        "train": TrainConfig(batch_size=2, train_length=40), "train_repeats": 1,
         "stream_chunk": 48, "dense_max_length": 64, "full_max_length": 128, "peer": False, "matmul_size": 64,
         "results_dir": str(tmp_path), **changes})
 
@@ -53,6 +56,10 @@ def test_a_tiny_perf_run_writes_records_targets_and_plots(tmp_path):
     assert "## Targets" in text and "| sliding_window / full kernel tokens/s at 16K" in text
     assert ("sliding_window", "kernel", 128, None) in speed and ("full", "kernel", 128, None) in speed
     assert (tmp_path / "perf" / "plots" / "layer_tokens_per_s.png").exists()
+    for m in per_layer_names():  # a training step per mechanism and precision, at the training length
+        assert {(m, "train_step", 40, None), (m, "train_step", 40, "bfloat16")} <= speed, m
+    assert "| full attention training step, model GFLOP/s / fp32 matmul" in text
+    assert "| full attention training tokens/s, bfloat16 / float32" in text
 
 
 MASKED = with_reference_mask(cases() + [("sliding_window", {"window": 5}), ("bswa", {"block": 4, "mem_blocks": 1}),
@@ -85,6 +92,14 @@ def test_perf_config_is_typed_and_validated(tmp_path):
         with pytest.raises(Exception, match="lenghts"):
             compose("perf", overrides=["lenghts=[64]"])
     for bad in ({"mechanisms": {"nope": {}}}, {"mechanisms": {"rag": {}}}, {"lengths": []},
-                {"mechanisms": {"sliding_window": {"window": 0}}}, {"repeats": 0}):
+                {"mechanisms": {"sliding_window": {"window": 0}}}, {"repeats": 0}, {"train_precisions": ["float16"]},
+                {"train_repeats": 0}):
         with pytest.raises(ConfigError):
             validate(tiny(tmp_path, **bad))
+
+
+def test_the_perf_command_finds_its_config():
+    """`python -m bench.perf` as `make perf` runs it (it once looked for a `conf` package and found none)."""
+    done = subprocess.run([sys.executable, "-m", "bench.perf", "--cfg", "job"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0 and "train_precisions" in done.stdout, done.stderr[-2000:]
