@@ -37,6 +37,18 @@ from mechanisms.registry import register
 from mechanisms.rope import apply_rope, rope_angles, rotate
 
 
+def blocks_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float | None = None) -> Tensor:
+    """Attention of every block's queries over its own keys: q (B, H, NB, Bq, D), k/v (B, H, NB, S, D), mask
+    (NB, Bq, S). SDPA's fused kernels take 4-D inputs only (a 5-D call falls back to the unfused math path, several
+    times slower), so the blocks become extra heads."""
+    bsz, h, nb, bq, _ = q.shape
+    span = k.shape[3]
+    y = F.scaled_dot_product_attention(
+        q.reshape(bsz, h * nb, bq, -1), k.reshape(bsz, h * nb, span, -1), v.reshape(bsz, h * nb, span, -1),
+        attn_mask=mask.unsqueeze(0).expand(h, -1, -1, -1).reshape(1, h * nb, bq, span), scale=scale)
+    return y.view(bsz, h, nb, bq, -1)
+
+
 @dataclasses.dataclass
 class FAMState:
     fam: Tensor  # (B, F, D) the FAM the current block reads, in the residual stream
@@ -190,12 +202,14 @@ class FeedbackAttentionMemory(Mechanism):
         mask = torch.cat([(k_pos <= q_pos) & (k_pos >= 0), q_pos.new_ones(n_blocks, b, fk.shape[3]).bool()], -1)
         nf = fk.shape[3]
         if self.training or not nf:
-            y = F.scaled_dot_product_attention(grid, keys, values, attn_mask=mask)
-        else:  # evaluation also measures the attention mass on FAM keys: one extra value column, 1 on FAM keys
+            y = blocks_attention(grid, keys, values, mask)
+        else:  # evaluation also measures the attention mass on FAM keys: one extra value column, 1 on FAM keys,
+            # and a zero column on queries and keys so that all three keep one head size (the fused kernels need
+            # it) and the scores do not change
             marker = torch.zeros_like(values[..., :1])
             marker[..., -nf:, :] = 1.0
-            y = F.scaled_dot_product_attention(grid, keys, torch.cat([values, marker], -1), attn_mask=mask,
-                                               scale=dh**-0.5)
+            y = blocks_attention(F.pad(grid, (0, 1)), F.pad(keys, (0, 1)), torch.cat([values, marker], -1), mask,
+                                 scale=dh**-0.5)
             share = y[..., -1].flatten(2, 3)[:, :, filled : filled + t]  # (B, H, T) real queries
             self._share_sum += float(share.sum())
             self._share_count += share.numel()

@@ -70,6 +70,15 @@ class InfiniOptions(MechanismOptions):
         return self.segment
 
 
+def segments_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal attention within each segment, (B, H, S, N, D) -> (B, H, S, N, D). SDPA's fused kernels take 4-D
+    inputs only (a 5-D call falls back to the unfused math path: 7.7x slower measured on CPU), so the segments
+    become extra heads."""
+    b, h, s, n, d = q.shape
+    y = F.scaled_dot_product_attention(*(t.reshape(b, h * s, n, t.shape[-1]) for t in (q, k, v)), is_causal=True)
+    return y.view(b, h, s, n, v.shape[-1])
+
+
 def sigma(x: Tensor) -> Tensor:
     return F.elu(x) + 1.0
 
@@ -199,7 +208,7 @@ class InfiniAttention(Mechanism):
         s = t // n
         q_rot = apply_rope(q, positions, o.rope_base).view(b, h, s, n, d)
         k_rot = apply_rope(k, positions, o.rope_base).view(b, h, s, n, d)
-        local = F.scaled_dot_product_attention(q_rot, k_rot, v.view(b, h, s, n, d), is_causal=True)
+        local = segments_attention(q_rot, k_rot, v.reshape(b, h, s, n, d))
         acc = state.memory.dtype
         sk, vf = sigma(k.to(acc)).view(b, h, s, n, d), v.to(acc).view(b, h, s, n, d)
         increments = sk.transpose(-1, -2) @ vf  # (B, H, S, Dk, Dv)
