@@ -50,6 +50,10 @@ class Capabilities:
     display_order: ClassVar[float] = math.inf
     # Options `make perf` measures it with at 1K-64K tokens (its defaults fill the rest).
     perf_options: ClassVar[dict[str, Any]] = {}
+    # Continuing a full-attention base model (train.init=base): whether the base's attention weights (`qkv`, `out`)
+    # are this mixer's own. False for a mixer with no counterpart to them (Megalodon): it starts its projections
+    # fresh, and the block around it (embeddings, norms, feed-forward) still continues from the base.
+    continues_base_attention: ClassVar[bool] = True
 
     @classmethod
     def span_baseline(cls, options: MechanismOptions) -> tuple[str, dict[str, Any]] | None:

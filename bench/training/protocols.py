@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+import mechanisms
 import tasks
 from bench.core.errors import ConfigError
 from bench.core.hashing import content_hash
@@ -60,7 +61,10 @@ def unkeyed_precision(key: str, value: Any) -> bool:
 
 def transfer_weights(model: Backbone, base_state: dict[str, torch.Tensor]) -> list[str]:
     """Load base weights; every model parameter must come from the base except mechanism-specific additions,
-    which are returned (they keep their fresh initialisation)."""
+    which are returned (they keep their fresh initialisation). A mixer with no counterpart to attention's weights
+    (`continues_base_attention` False) leaves them out and starts its own fresh."""
+    if not mechanisms.get(model.mechanism).continues_base_attention:
+        base_state = {k: v for k, v in base_state.items() if ".mixer." not in k}
     result = model.load_state_dict(base_state, strict=False)
     if result.unexpected_keys:
         raise ConfigError(f"base checkpoint has weights the {model.mechanism} model lacks: {result.unexpected_keys}")
