@@ -5,8 +5,19 @@ import pkgutil
 
 from bench.core.errors import ConfigError
 from bench.core.plugins import load_entry_points
-from mechanisms.base import Mechanism, MechanismOptions, ModelLevel, State
-from mechanisms.registry import ENTRY_POINT_GROUP, build, get, is_model_level, names, options, register
+from mechanisms.base import Mechanism, MechanismOptions, ModelLevel, SegmentRecurrence, State
+from mechanisms.registry import (
+    ENTRY_POINT_GROUP,
+    build,
+    build_recurrence,
+    get,
+    is_model_level,
+    is_per_layer,
+    is_segment_recurrence,
+    names,
+    options,
+    register,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in {"base", "registry", "rope"}:
@@ -14,6 +25,7 @@ for _module in pkgutil.iter_modules(__path__):
 load_entry_points(ENTRY_POINT_GROUP)  # mechanisms from installed packages (docs/extending.md)
 
 __all__ = [
-    "ConfigError", "Mechanism", "MechanismOptions", "ModelLevel", "State", "build", "get", "is_model_level", "names",
-    "options", "register",
+    "ConfigError", "Mechanism", "MechanismOptions", "ModelLevel", "SegmentRecurrence", "State", "build",
+    "build_recurrence", "get", "is_model_level", "is_per_layer", "is_segment_recurrence", "names", "options",
+    "register",
 ]

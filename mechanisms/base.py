@@ -127,6 +127,35 @@ class ModelLevel(Capabilities):
         return {}
 
 
+class SegmentRecurrence(Capabilities, nn.Module):
+    """A mechanism around the whole layer stack rather than inside one layer (RMT): the stack's layers are
+    `layer_mechanism`'s, and this module runs them segment by segment, carrying its own state from one segment to
+    the next. The backbone hosts it (docs/design.md): `forward(stack, tokens, state, start)` replaces the stack's
+    plain pass and must keep the same contract (logits for every token, any chunking, a state to carry)."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[MechanismOptions]]
+    layer_mechanism: ClassVar[str] = "full"
+
+    def __init__(self, d_model: int, **options: Any) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.options = self.Options(name=self.name, **options)
+        self.options.validate()
+
+    def init_state(self, stack: Any, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> State:
+        raise NotImplementedError
+
+    def forward(self, stack: Any, tokens: Tensor, state: State, start: int) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def state_nbytes(self, state: State) -> int:
+        return sum(t.numel() * t.element_size() for t in _tensors(state))
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+
 def gate_stats(gate: Tensor) -> dict[str, float]:
     """The memory's share of a per-head gated mix, sigmoid(gate): mean and spread over heads (Infini, neural memory)."""
     weight = torch.sigmoid(gate.detach().float())

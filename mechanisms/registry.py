@@ -20,10 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from bench.core.errors import ConfigError
-from mechanisms.base import Mechanism, MechanismOptions, ModelLevel
+from mechanisms.base import Mechanism, MechanismOptions, ModelLevel, SegmentRecurrence
 
 ENTRY_POINT_GROUP = "memorybench.mechanisms"
-_REGISTRY: dict[str, type[Mechanism] | type[ModelLevel]] = {}
+_REGISTRY: dict[str, type[Mechanism] | type[ModelLevel] | type[SegmentRecurrence]] = {}
 
 
 def register(cls):
@@ -41,7 +41,16 @@ def is_model_level(name: str) -> bool:
     return issubclass(get(name), ModelLevel)
 
 
-def get(name: str) -> type[Mechanism] | type[ModelLevel]:
+def is_per_layer(name: str) -> bool:
+    """A mixer inside each layer (not a wrapper of a whole model, nor a recurrence around the layer stack)."""
+    return issubclass(get(name), Mechanism)
+
+
+def is_segment_recurrence(name: str) -> bool:
+    return issubclass(get(name), SegmentRecurrence)
+
+
+def get(name: str) -> type[Mechanism] | type[ModelLevel] | type[SegmentRecurrence]:
     if name not in _REGISTRY:
         raise ConfigError(f"mechanism.name={name!r} is not a registered mechanism (known: {', '.join(names())})")
     return _REGISTRY[name]
@@ -65,4 +74,14 @@ def build(name: str, d_model: int, n_heads: int, layer_idx: int = 0, **opts: Any
     if is_model_level(name):
         raise ConfigError(f"mechanism {name!r} wraps a whole model (its reader uses "
                           f"{get(name).reader_mechanism!r} layers); it has no per-layer form")
+    if is_segment_recurrence(name):
+        raise ConfigError(f"mechanism {name!r} runs around the whole layer stack (its layers are "
+                          f"{get(name).layer_mechanism!r}); it has no per-layer form")
     return get(name)(d_model, n_heads, layer_idx, **opts)
+
+
+def build_recurrence(name: str, d_model: int, **opts: Any) -> SegmentRecurrence:
+    """The recurrence a backbone of mechanism `name` runs its layers in (`is_segment_recurrence(name)`)."""
+    opts.pop("name", None)
+    options(name, **opts)
+    return get(name)(d_model, **opts)

@@ -79,33 +79,57 @@ class LayerStack(nn.Module):
     embed: nn.Embedding
     blocks: nn.ModuleList
 
+    @property
+    def recurrence(self) -> mechanisms.SegmentRecurrence | None:
+        """A mechanism that runs the whole stack segment by segment (RMT), registered as the submodule
+        `segment_recurrence`; None: the plain pass."""
+        return self._modules.get("segment_recurrence")
+
     def head_logits(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def init_states(self, batch_size: int, device=None, dtype=None) -> list[Any]:
+    def layer_states(self, batch_size: int, device=None, dtype=None) -> list[Any]:
+        """Fresh per-layer states (one per block)."""
         device = device or self.embed.weight.device
         dtype = dtype or self.embed.weight.dtype
         return [blk.mixer.init_state(batch_size, device, dtype) for blk in self.blocks]
 
-    def forward(self, tokens: Tensor, states: list[Any] | None = None, start: int = 0) -> tuple[Tensor, list[Any]]:
-        """Logits for tokens (B, T) whose first token sits at absolute position `start`; returns new states."""
-        if states is None:
-            states = self.init_states(tokens.shape[0])
-        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        x = self.embed(tokens)
+    def init_states(self, batch_size: int, device=None, dtype=None) -> Any:
+        if self.recurrence is None:
+            return self.layer_states(batch_size, device, dtype)
+        return self.recurrence.init_state(self, batch_size, device or self.embed.weight.device,
+                                          dtype or self.embed.weight.dtype)
+
+    def run_blocks(self, x: Tensor, states: list[Any], positions: Tensor) -> tuple[Tensor, list[Any]]:
+        """Hidden states (B, T, D) through every block at `positions`; returns the last block's output and the
+        new per-layer states."""
         new_states = []
         for blk, state in zip(self.blocks, states, strict=True):
             x, state = blk(x, state, positions)
             new_states.append(state)
+        return x, new_states
+
+    def forward(self, tokens: Tensor, states: Any = None, start: int = 0) -> tuple[Tensor, Any]:
+        """Logits for tokens (B, T) whose first token sits at absolute position `start`; returns new states."""
+        if states is None:
+            states = self.init_states(tokens.shape[0])
+        if self.recurrence is not None:
+            return self.recurrence(self, tokens, states, start)
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        x, new_states = self.run_blocks(self.embed(tokens), states, positions)
         return self.head_logits(x), new_states
 
-    def state_nbytes(self, states: list[Any]) -> int:
+    def state_nbytes(self, states: Any) -> int:
+        if self.recurrence is not None:
+            return self.recurrence.state_nbytes(states)
         return sum(blk.mixer.state_nbytes(s) for blk, s in zip(self.blocks, states, strict=True))
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for i, blk in enumerate(self.blocks):
             out.update({f"layer{i}.{k}": v for k, v in blk.mixer.stats().items()})
+        if self.recurrence is not None:
+            out.update({f"recurrence.{k}": v for k, v in self.recurrence.stats().items()})
         return out
 
 
@@ -113,11 +137,17 @@ class Backbone(LayerStack):
     def __init__(self, spec: BackboneSpec, mechanism: str, mechanism_options: dict[str, Any]) -> None:
         super().__init__()
         self.spec, self.mechanism = spec, mechanism
+        layer_mechanism, layer_options = mechanism, mechanism_options
+        if mechanisms.is_segment_recurrence(mechanism):  # its layers are another mechanism's, at their defaults
+            layer_mechanism, layer_options = mechanisms.get(mechanism).layer_mechanism, {}
         self.embed = nn.Embedding(spec.vocab_size, spec.d_model)
         self.blocks = nn.ModuleList(
-            Block.build(spec, mechanisms.build(mechanism, spec.d_model, spec.n_heads, i, **mechanism_options))
+            Block.build(spec, mechanisms.build(layer_mechanism, spec.d_model, spec.n_heads, i, **layer_options))
             for i in range(spec.n_layers)
         )
+        if layer_mechanism != mechanism:
+            recurrence = mechanisms.build_recurrence(mechanism, spec.d_model, **mechanism_options)
+            self.add_module("segment_recurrence", recurrence)
         self.norm = RMSNorm(spec.d_model, spec.norm_eps)
         self.head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied

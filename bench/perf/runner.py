@@ -55,7 +55,7 @@ class PerfConfig:
     mechanisms: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         name: dict(mechanisms.get(name).perf_options)
         for name in sorted(mechanisms.names(), key=lambda n: (mechanisms.get(n).display_order, n))
-        if not mechanisms.is_model_level(name)})
+        if mechanisms.is_per_layer(name)})
     lengths: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384, 32768, 65536])
     repeats: int = 3
     layer_d_model: int = 256  # one layer: 4 heads of 64, the setting the reference numbers use
@@ -324,8 +324,8 @@ def _row(cfg: PerfConfig, mechanism: str, options: dict, subtask: str, length: i
 
 def validate(cfg: PerfConfig) -> None:
     for name, options in cfg.mechanisms.items():
-        if mechanisms.is_model_level(name):
-            raise ConfigError(f"mechanisms.{name}: model-level mechanisms have no layer to time")
+        if not mechanisms.is_per_layer(name):
+            raise ConfigError(f"mechanisms.{name}: only per-layer mechanisms have a layer to time")
         mechanisms.options(name, **options)  # unknown mechanism or impossible option -> ConfigError
     if not cfg.lengths or any(n <= 0 for n in cfg.lengths):
         raise ConfigError(f"lengths must be a non-empty list of positive token counts, got {list(cfg.lengths)}")

@@ -29,8 +29,9 @@ EXTRA: list[tuple[str, dict[str, Any]]] = [
 
 
 def per_layer_names() -> list[str]:
-    """Registered mechanisms that work inside a layer (not whole-model wrappers such as RAG)."""
-    return [n for n in mechanisms.names() if not mechanisms.is_model_level(n)]
+    """Registered mechanisms that work inside a layer (not whole-model wrappers such as RAG, nor recurrences around
+    the layer stack such as RMT)."""
+    return [n for n in mechanisms.names() if mechanisms.is_per_layer(n)]
 
 
 def small_options(name: str) -> dict[str, Any]:
