@@ -51,11 +51,12 @@ log = logging.getLogger("bench.perf")
 
 @dataclass
 class PerfConfig:
-    # every per-layer mechanism with its class's `perf_options`, in display order: a new one is measured by itself
+    # every mechanism with a layer stack (per-layer ones and recurrences around the stack, such as RMT) with its
+    # class's `perf_options`, in display order: a new one is measured by itself
     mechanisms: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         name: dict(mechanisms.get(name).perf_options)
         for name in sorted(mechanisms.names(), key=lambda n: (mechanisms.get(n).display_order, n))
-        if mechanisms.is_per_layer(name)})
+        if not mechanisms.is_model_level(name)})
     lengths: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384, 32768, 65536])
     repeats: int = 3
     layer_d_model: int = 256  # one layer: 4 heads of 64, the setting the reference numbers use
@@ -222,8 +223,11 @@ def probes_at(cfg: PerfConfig, length: int, device: torch.device) -> list[Probe]
         cls = mechanisms.get(name)
         if not cls.bounded_state and length > cfg.full_max_length:
             continue
-        out += [layer_probe(name, options, cfg, length, device), stream_probe(name, options, cfg, length, device)]
-        windowed = cls.bounded_state and cls.reference_mask(mechanisms.options(name, **options), 8, "cpu") is not None
+        if mechanisms.is_per_layer(name):  # a recurrence around the layer stack (RMT) has no layer of its own
+            out.append(layer_probe(name, options, cfg, length, device))
+        out.append(stream_probe(name, options, cfg, length, device))
+        windowed = mechanisms.is_per_layer(name) and cls.bounded_state and \
+            cls.reference_mask(mechanisms.options(name, **options), 8, "cpu") is not None
         if windowed and length <= cfg.dense_max_length:
             ref = dense_mask_layer(name, options, cfg.layer_d_model, cfg.layer_heads, length, device)
             out.append(Probe(name, {**options, "impl": "dense_mask"}, "layer", ref))
@@ -324,8 +328,8 @@ def _row(cfg: PerfConfig, mechanism: str, options: dict, subtask: str, length: i
 
 def validate(cfg: PerfConfig) -> None:
     for name, options in cfg.mechanisms.items():
-        if not mechanisms.is_per_layer(name):
-            raise ConfigError(f"mechanisms.{name}: only per-layer mechanisms have a layer to time")
+        if mechanisms.is_model_level(name):
+            raise ConfigError(f"mechanisms.{name}: model-level mechanisms have no layer stack to time")
         mechanisms.options(name, **options)  # unknown mechanism or impossible option -> ConfigError
     if not cfg.lengths or any(n <= 0 for n in cfg.lengths):
         raise ConfigError(f"lengths must be a non-empty list of positive token counts, got {list(cfg.lengths)}")

@@ -22,9 +22,14 @@ from tests.helpers import CONF, ROOT
 from tests.helpers.mechanism_cases import cases, params, per_layer_names, small_options, with_reference_mask
 
 
+def stack_recurrences() -> list[str]:
+    return [n for n in mechanisms.names() if mechanisms.is_segment_recurrence(n)]
+
+
 def tiny(tmp_path: Path, **changes) -> PerfConfig:
     return PerfConfig(**{
-        "mechanisms": {name: small_options(name) for name in per_layer_names()},  # every per-layer mechanism
+        # every per-layer mechanism, and each recurrence around the layer stack (no layer probe of its own)
+        "mechanisms": {name: small_options(name) for name in per_layer_names() + stack_recurrences()},
         "lengths": [64, 128], "repeats": 1, "layer_d_model": 32, "layer_heads": 2,
         "model": ModelConfig(d_model=32, n_layers=2, n_heads=2, mlp_hidden=64, bpe_vocab_size=64),
         "train": TrainConfig(batch_size=2, train_length=40), "train_repeats": 1,
@@ -56,6 +61,9 @@ def test_a_tiny_perf_run_writes_records_targets_and_plots(tmp_path):
     assert "## Targets" in text and "| sliding_window / full kernel tokens/s at 16K" in text
     assert ("sliding_window", "kernel", 128, None) in speed and ("full", "kernel", 128, None) in speed
     assert (tmp_path / "perf" / "plots" / "layer_tokens_per_s.png").exists()
+    for m in stack_recurrences():
+        assert {(m, "model_stream", 64, None), (m, "train_step", 40, None)} <= speed, m
+        assert not any(r["mechanism"] == m and r["subtask"] == "layer" for r in rows)
     for m in per_layer_names():  # a training step per mechanism and precision, at the training length
         assert {(m, "train_step", 40, None), (m, "train_step", 40, "bfloat16")} <= speed, m
     assert "| full attention training step, model GFLOP/s / fp32 matmul" in text
