@@ -63,12 +63,26 @@ class Reproduction:
         outside = self.cells[~self.cells["inside"]]
         if not outside.empty:
             lines.append("## Rerun means outside the committed intervals\n")
-            lines.append(outside.to_markdown(index=False, floatfmt=".3f") + "\n")
+            shown = outside.drop(columns=["low_rerun", "high_rerun", "width", "width_rerun"])
+            lines.append(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+        lines.append("## Interval widths\n")
+        lines.append("Width of the 95% intervals (high - low) over context lengths, median and widest, each study's "
+                     "own: how much more (or less) the rerun's protocol spreads.\n")
+        lines.append(self.widths().to_markdown(index=False, floatfmt=".3f") + "\n")
         changed = d[d["verdict"] != d["verdict_rerun"]]
         if not changed.empty:
             lines.append("## Decisive verdicts the rerun does not repeat\n")
             lines.append(changed.to_markdown(index=False, floatfmt=".3f") + "\n")
         return "\n".join(lines)
+
+
+    def widths(self) -> pd.DataFrame:
+        """Interval widths per task x metric x mechanism over context lengths (median and widest), committed and
+        rerun, and the ratio of the medians."""
+        grouped = self.cells.groupby(["task", "metric", "mechanism"])[["width", "width_rerun"]]
+        out = grouped.median().join(grouped.max(), rsuffix="_max").reset_index()
+        out["ratio"] = out["width_rerun"] / out["width"]
+        return out
 
 
 def load(records_file: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -82,9 +96,11 @@ def compare(committed: tuple[pd.DataFrame, pd.DataFrame | None], rerun: tuple[pd
     """`committed` and `rerun` are (cells, samples) frames as the report builds them (summary.cells,
     samples.load_samples)."""
     est = tables.estimates(*committed)
-    again = tables.estimates(*rerun)[CELL + ["mean"]].rename(columns={"mean": "mean_rerun"})
+    again = tables.estimates(*rerun)[CELL + ["mean", "low", "high"]].rename(
+        columns={"mean": "mean_rerun", "low": "low_rerun", "high": "high_rerun"})
     joined = est.merge(again, on=CELL)
     joined["inside"] = (joined["mean_rerun"] >= joined["low"]) & (joined["mean_rerun"] <= joined["high"])
+    joined["width"], joined["width_rerun"] = joined["high"] - joined["low"], joined["high_rerun"] - joined["low_rerun"]
     keep = ["diff", "low", "high", "verdict"]
     pairs = tables.paired(*committed)
     pairs_again = tables.paired(*rerun)

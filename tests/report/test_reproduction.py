@@ -46,3 +46,15 @@ def test_the_command_writes_its_verdict_and_exits_by_it(tmp_path, monkeypatch, c
     with pytest.raises(SystemExit) as exit_:
         reproduce_cli.main()
     assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_interval_widths_show_a_rerun_whose_seeds_spread_more(tmp_path):
+    """decisive_bases against default: independent base models per seed spread the seeds' means apart, and the
+    reproduction's width table says by how much."""
+    committed = load(write_study(tmp_path, "committed", TRUTH, np.random.default_rng(0)))
+    for seed, rate in ((1, 0.1), (2, 0.4), (3, 0.7)):  # the window's in-length rate moves with the seed
+        truth = TRUTH | {"sliding_window": {128: rate, 512: 0.2}}
+        rerun_file = write_study(tmp_path, "spread", truth, np.random.default_rng(seed), seeds=(seed,))
+    widths = compare(committed, load(rerun_file)).widths().set_index("mechanism")
+    assert widths.loc["sliding_window", "ratio"] > 1.5 and widths.loc["sliding_window", "width_rerun_max"] > 0.3
+    assert 0.5 < widths.loc["full", "ratio"] < 2  # a mechanism whose seeds agree keeps its width
