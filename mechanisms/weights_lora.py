@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from bench.core.errors import ConfigError, one_line
 from bench.core.protocols import TrainableLM
@@ -156,7 +157,9 @@ class WeightsLoRA(ModelLevel):
 
     # -- LongContextLM -----------------------------------------------------------------------------------------
     def generate_batch(self, contexts: list[list[int]], max_new_tokens: int, stop: list[int] | None = None):
-        return [self.reader.generate(self._memorize(c), max_new_tokens, stop) for c in contexts]
+        """Each context adapted on and answered in turn (seconds each on CPU: a bar shows where a cell stands)."""
+        bar = tqdm(contexts, desc=f"weights_lora: adapting to {len(contexts)} contexts", leave=False, disable=None)
+        return [self.reader.generate(self._memorize(c), max_new_tokens, stop) for c in bar]
 
     def generate(self, context: list[int], max_new_tokens: int, stop: list[int] | None = None) -> list[int]:
         return self.generate_batch([context], max_new_tokens, stop)[0]

@@ -140,6 +140,8 @@ def evaluate_cell(cfg: DictConfig, config_hash: str
     started = time.perf_counter()
     model, checkpoint, lm = model_and_lm(cfg, spec, tokenizer, options)
     train_s = time.perf_counter() - started
+    log.info("%s / %s: model ready in %.0fs; evaluating at lengths %s, %d samples per cell", mechanism,
+             cfg.task.name, train_s, list(cfg.eval.lengths), cfg.eval.n)
     started = time.perf_counter()
     results = task.evaluate(lm, list(cfg.eval.lengths), cfg.eval.n, cfg.eval.seed)
     eval_s = time.perf_counter() - started
