@@ -4,8 +4,8 @@ chunks, and softmax attention works only inside each chunk. Written from the pap
 followed, and each such convention is named below.
 
 Per layer, on the block's normalised input x (B, T, D):
-    x̂  = TimestepNorm(x)         cumulative mean and variance per feature group over every step so far (Welford;
-                                  each step counts once), affine (1 + w) and b
+    x̂  = TimestepNorm(x)         cumulative mean and variance per feature group over every step so far (each step
+                                  counts once; running sums in float64), affine (1 + w) and b
     c  = CEMA(x̂)                h_t = p ⊙ x̂_t + q ⊙ h_{t-1} with h complex (D, N), p = σ(α),
                                   q = (1 - σ(α) σ(δ)) e^{iφ}, φ_n = n σ(θ) 2π / N (n = 1..N);
                                   c_t = Re(Σ_n η_n h_{t,n}) + ω ⊙ x̂_t, η = γ / sqrt(N) (code: no input phase, no β)
@@ -41,6 +41,8 @@ from bench.core.errors import ConfigError
 from mechanisms.base import Mechanism, MechanismOptions
 from mechanisms.registry import register
 from mechanisms.rope import apply_rope
+
+CEMA_BLOCK = 64  # steps per block of the CEMA's triangular matmul (any size gives the same outputs)
 
 
 @dataclasses.dataclass
@@ -171,6 +173,8 @@ class Megalodon(Mechanism):
         self.r = nn.Linear(d, self.v_dim)
         self.h = nn.Linear(d, d)
         self.value_out = nn.Linear(self.v_dim, d, bias=False)  # not `out`: attention's (D, D) one is a base weight
+        for layer in (self.z, self.v, self.r, self.h):  # the reference zeroes biases
+            nn.init.zeros_(layer.bias)
 
     def init_state(self, batch_size, device, dtype) -> MegalodonState:
         o, h = self.options, self.n_heads
@@ -185,14 +189,15 @@ class Megalodon(Mechanism):
     def forward(self, x: Tensor, state: MegalodonState, positions: Tensor) -> tuple[Tensor, MegalodonState]:
         o, (b, t, _) = self.options, x.shape
         acc = state.ema.real.dtype
-        xn, count, mean, var = timestep_norm(x.to(acc), o.norm_groups, state.count, state.mean, state.var,
-                                             o.norm_eps)
-        xn = xn * (1 + self.norm_weight.to(acc)) + self.norm_bias.to(acc)
-        p, q, eta = cema_coefficients(*(w.to(acc) for w in (self.alpha, self.delta, self.theta, self.gamma)))
-        c, ema = cema(xn.transpose(1, 2), p, q, eta, self.omega.to(acc), state.ema, o.chunk)
-        c = c.transpose(1, 2)
-        m = (c * torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + o.norm_eps) * (1 + self.m_weight.to(acc))).to(x.dtype)
-        xn = xn.to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):  # the recurrence keeps at least float32 under autocast
+            xn, count, mean, var = timestep_norm(x.to(acc), o.norm_groups, state.count, state.mean, state.var,
+                                                 o.norm_eps)
+            xn = xn * (1 + self.norm_weight.to(acc)) + self.norm_bias.to(acc)
+            p, q, eta = cema_coefficients(*(w.to(acc) for w in (self.alpha, self.delta, self.theta, self.gamma)))
+            c, ema = cema(xn.transpose(1, 2), p, q, eta, self.omega.to(acc), state.ema, min(CEMA_BLOCK, t))
+            c = c.transpose(1, 2)
+            m = c * torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + o.norm_eps) * (1 + self.m_weight.to(acc))
+        m, xn = m.to(x.dtype), xn.to(x.dtype)
         heads = self.n_heads
         z = self.z(m).view(b, t, heads, -1).transpose(1, 2)
         z = z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + o.norm_eps)

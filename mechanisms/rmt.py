@@ -44,7 +44,9 @@ class RMTState:
 class RMTOptions(MechanismOptions):
     segment: int = 64  # tokens per segment, like Infini's segment: the same 512-token training rows hold 8
     memory_tokens: int = 8  # M: the BABILong runs use 10-16 on GPT-2 scale models
-    bptt_segments: int = 0  # gradient through this many segments; 0: every segment of the training row
+    # truncated BPTT: the memory is detached after every `bptt_segments` segments (fixed windows, so the first
+    # segment of a window sends no gradient further back); 0: never within a training row
+    bptt_segments: int = 0
 
     def validate(self) -> None:
         for key in ("segment", "memory_tokens"):
@@ -66,7 +68,7 @@ class RecurrentMemory(SegmentRecurrence):
     def __init__(self, d_model: int, **options: Any) -> None:
         super().__init__(d_model, **options)
         self.initial_memory = nn.Parameter(torch.randn(self.options.memory_tokens, d_model) * 0.02)
-        self._written = [0.0, 0]  # sum of the written memories' RMS, and their count (evaluation only)
+        self._written: list[Any] = [0.0, 0]  # sum of the written memories' RMS (a tensor: no sync), and their count
 
     def init_state(self, stack, batch_size, device, dtype) -> RMTState:
         memory = self.initial_memory.to(device=device, dtype=dtype).unsqueeze(0).expand(batch_size, -1, -1)
@@ -74,13 +76,16 @@ class RecurrentMemory(SegmentRecurrence):
 
     def stats(self) -> dict[str, float]:
         total, count = self._written
-        return {"written_memory_rms": total / count} if count else {}
+        return {"written_memory_rms": float(total) / count} if count else {}
 
     def forward(self, stack, tokens: Tensor, state: RMTState, start: int) -> tuple[Tensor, RMTState]:
         s, m = self.options.segment, self.options.memory_tokens
         b, t = tokens.shape
         device = tokens.device
         memory, layers, since = state.memory, state.layers, state.since_detach
+        if layers is None and start % s:
+            raise ValueError(f"rmt: a stream starting mid-segment (position {start}, segment {s}) needs the state "
+                             f"that streamed the segment's first tokens")
         logits, i = [], 0
         while i < t:
             filled = (start + i) % s
@@ -103,7 +108,7 @@ class RecurrentMemory(SegmentRecurrence):
             if completes:
                 memory, layers, since = written, None, since + 1
                 if not torch.is_grad_enabled():
-                    self._written = [self._written[0] + float(written.pow(2).mean().sqrt()), self._written[1] + 1]
+                    self._written = [self._written[0] + written.pow(2).mean().sqrt(), self._written[1] + 1]
                 if self.options.bptt_segments and since >= self.options.bptt_segments:
                     memory, since = memory.detach(), 0
             i += n

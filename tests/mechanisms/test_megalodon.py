@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mechanisms.megalodon import Megalodon, cema, cema_coefficients, timestep_norm
+from mechanisms.rope import apply_rope
 
 D, N = 6, 4
 
@@ -25,10 +26,10 @@ def parameters(seed=0):
 def literal_cema(x, alpha, delta, theta, gamma, omega, h):
     """The reference's recurrence written out: h_t = p x_t + q h_{t-1}, y_t = Re(Σ_n η_n h_t,n) + ω x_t, with
     p = σ(α), q = (1 - σ(α) σ(δ)) (cos φ + i sin φ), φ_n = n σ(θ) 2π / N, η = (γ_re + i γ_im) / sqrt(N)."""
-    sig = torch.sigmoid
-    phi = torch.stack([n * sig(theta) * 2 * math.pi / N for n in range(1, N + 1)], -1)
+    sig, n_states = torch.sigmoid, alpha.shape[-1]
+    phi = torch.stack([n * sig(theta) * 2 * math.pi / n_states for n in range(1, n_states + 1)], -1)
     q = (1 - sig(alpha) * sig(delta)) * torch.complex(torch.cos(phi), torch.sin(phi))
-    eta = torch.complex(gamma[..., 0], gamma[..., 1]) / math.sqrt(N)
+    eta = torch.complex(gamma[..., 0], gamma[..., 1]) / math.sqrt(n_states)
     ys = []
     for t in range(x.shape[-1]):
         h = sig(alpha) * x[..., t, None] + q * h
@@ -101,7 +102,46 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_state_is_bounded_and_the_cema_decays():
-    layer = Megalodon(16, 2, chunk=4, norm_groups=4)
-    p, q, _ = cema_coefficients(layer.alpha, layer.delta, layer.theta, layer.gamma)
-    assert (q.abs() < 1).all() and (p > 0).all()
+def literal_layer(layer: Megalodon, x: torch.Tensor) -> torch.Tensor:
+    """The layer's formulas written out over a whole sequence from a zero state, step by step and chunk by chunk."""
+    o, (b, t, d) = layer.options, x.shape
+    g, h = o.norm_groups, layer.n_heads
+    xn = torch.empty_like(x)
+    for i in range(t):  # timestep norm: every group element of every step so far
+        seen = x[:, : i + 1].reshape(b, i + 1, g, d // g)
+        mean, var = seen.mean((1, 3)), seen.var((1, 3), unbiased=False)
+        xn[:, i] = ((x[:, i].view(b, g, -1) - mean[..., None]) / torch.sqrt(var[..., None] + o.norm_eps)).view(b, d)
+    xn = xn * (1 + layer.norm_weight) + layer.norm_bias
+    zero = torch.zeros(b, d, o.ema_dim, dtype=torch.complex128)
+    c, _ = literal_cema(xn.transpose(1, 2), layer.alpha, layer.delta, layer.theta, layer.gamma, layer.omega, zero)
+    c = c.transpose(1, 2)
+    m = c / torch.sqrt(c.pow(2).mean(-1, keepdim=True) + o.norm_eps) * (1 + layer.m_weight)
+    z = layer.z(m).view(b, t, h, -1).transpose(1, 2)
+    z = z / torch.sqrt(z.pow(2).mean(-1, keepdim=True) + o.norm_eps)
+    dz = z.shape[-1]
+    q = z * (1 + layer.qk_scale[0].view(h, 1, dz)) / math.sqrt(dz) + layer.qk_shift[0].view(h, 1, dz)
+    k = z * (1 + layer.qk_scale[1].view(h, 1, dz)) / math.sqrt(dz) + layer.qk_shift[1].view(h, 1, dz)
+    v = torch.nn.functional.silu(layer.v(xn)).view(b, t, h, -1).transpose(1, 2)
+    out = torch.empty(b, h, t, v.shape[-1], dtype=x.dtype)
+    for start in range(0, t, o.chunk):  # attention inside each chunk only, positions from 0 in each
+        stop = min(t, start + o.chunk)
+        local = torch.arange(stop - start)
+        qc, kc = apply_rope(q[:, :, start:stop], local), apply_rope(k[:, :, start:stop], local)
+        scores = qc @ kc.transpose(-1, -2)  # softmax scale 1
+        scores = scores.masked_fill(local[None, :] > local[:, None], float("-inf"))
+        out[:, :, start:stop] = scores.softmax(-1) @ v[:, :, start:stop]
+    r = torch.nn.functional.silu(layer.r(m))
+    return layer.h(m) + layer.value_out(out.transpose(1, 2).reshape(b, t, -1) * r)
+
+
+def test_the_layer_equals_its_formulas_written_out_in_float64():
+    torch.manual_seed(0)
+    layer = Megalodon(16, 2, chunk=5, norm_groups=4, ema_dim=3).double()
+    with torch.no_grad():  # move the zero-initialised affines off zero, so a dropped term shows
+        for p in (layer.norm_weight, layer.norm_bias, layer.m_weight, layer.qk_scale, layer.qk_shift):
+            p.normal_(0, 0.3)
+        for lin in (layer.z, layer.v, layer.r, layer.h):
+            lin.bias.normal_(0, 0.3)
+    x = torch.randn(2, 17, 16, dtype=torch.float64)
+    got, _ = layer(x, layer.init_state(2, "cpu", torch.float64), torch.arange(17))
+    torch.testing.assert_close(got, literal_layer(layer, x), atol=1e-10, rtol=0)

@@ -95,3 +95,8 @@ def test_its_layers_continue_a_full_attention_base_and_it_has_no_per_layer_form(
     assert not mechanisms.is_per_layer("rmt") and mechanisms.is_segment_recurrence("rmt")
     with pytest.raises(ConfigError, match="whole layer stack"):
         mechanisms.build("rmt", 32, 4)
+
+
+def test_a_stream_cannot_start_mid_segment_without_its_state():
+    with pytest.raises(ValueError, match="mid-segment"):
+        model()(torch.randint(0, 50, (1, 4)), None, 3)
