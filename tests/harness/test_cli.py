@@ -25,7 +25,8 @@ STATS = {"infini": (LAYERS, ("gate_memory_weight", "gate_memory_weight_std")),
          "neural_memory": (LAYERS, ("gate_memory_weight", "gate_memory_weight_std", "inner_loss_before",
                                     "inner_loss_after")),
          "weights_lora": (("test_time",), ("seconds_per_adaptation", "flops_per_adaptation", "loss_first_step",
-                                           "loss_last_step"))}
+                                           "loss_last_step")),
+         "rmt": (("recurrence",), ("written_memory_rms",))}
 
 
 def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
