@@ -156,6 +156,19 @@ class SegmentRecurrence(Capabilities, nn.Module):
         return {}
 
 
+def unit_pieces(first_position: int, length: int, unit: int) -> list[tuple[int, int, int]]:
+    """(start, stop, filled) of every piece of a `length`-token call whose first token sits at `first_position`,
+    cut where a memory unit (segment, chunk) of `unit` tokens ends at an absolute position; `filled` is how many
+    tokens of the piece's unit came before it. Unit boundaries at absolute positions keep chunking invariant."""
+    pieces, start = [], 0
+    while start < length:
+        filled = (first_position + start) % unit
+        stop = min(length, start + unit - filled)
+        pieces.append((start, stop, filled))
+        start = stop
+    return pieces
+
+
 def gate_stats(gate: Tensor) -> dict[str, float]:
     """The memory's share of a per-head gated mix, sigmoid(gate): mean and spread over heads (Infini, neural memory)."""
     weight = torch.sigmoid(gate.detach().float())

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
-from mechanisms.base import Mechanism, MechanismOptions, gate_stats
+from mechanisms.base import Mechanism, MechanismOptions, gate_stats, unit_pieces
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.registry import register
 from mechanisms.rope import apply_rope
@@ -130,12 +130,7 @@ class InfiniAttention(Mechanism):
     def forward(self, x: Tensor, state: InfiniState, positions: Tensor) -> tuple[Tensor, InfiniState]:
         q, k, v = split_heads(self.qkv(x), self.n_heads)
         n, p0, t = self.options.segment, int(positions[0]), x.shape[1]
-        pieces, outputs, start = [], [], 0
-        while start < t:  # cut the chunk at segment boundaries
-            filled = (p0 + start) % n
-            stop = min(t, start + n - filled)
-            pieces.append((start, stop, filled))
-            start = stop
+        pieces, outputs = unit_pieces(p0, t, n), []
         aligned = [pc for pc in pieces if pc[2] == 0 and pc[1] - pc[0] == n]
         if self.options.update == "linear" and len(aligned) > 1:
             return self._forward_parallel(q, k, v, state, positions, pieces)

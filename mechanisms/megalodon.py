@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
-from mechanisms.base import Mechanism, MechanismOptions
+from mechanisms.base import Mechanism, MechanismOptions, unit_pieces
 from mechanisms.registry import register
 from mechanisms.rope import apply_rope
 
@@ -216,10 +216,8 @@ class Megalodon(Mechanism):
         and values carry over in fixed-size buffers (positions restart at 0 in every chunk)."""
         c, o = self.options.chunk, self.options
         p0, t = int(positions[0]), q.shape[2]
-        k_buf, v_buf, outputs, start = state.k, state.v, [], 0
-        while start < t:
-            filled = (p0 + start) % c
-            stop = min(t, start + c - filled)
+        k_buf, v_buf, outputs = state.k, state.v, []
+        for start, stop, filled in unit_pieces(p0, t, c):
             local = torch.arange(filled, filled + stop - start, device=q.device)
             q_rot, k_rot = apply_rope(q[:, :, start:stop], local, o.rope_base), apply_rope(k[:, :, start:stop], local,
                                                                                            o.rope_base)
@@ -232,5 +230,4 @@ class Megalodon(Mechanism):
             else:
                 pad = c - keys.shape[2]
                 k_buf, v_buf = F.pad(keys, (0, 0, 0, pad)), F.pad(values, (0, 0, 0, pad))
-            start = stop
         return torch.cat(outputs, 2), k_buf, v_buf

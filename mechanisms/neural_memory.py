@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
-from mechanisms.base import Mechanism, MechanismOptions, gate_stats
+from mechanisms.base import Mechanism, MechanismOptions, gate_stats, unit_pieces
 from mechanisms.full import merge_heads, split_heads
 from mechanisms.registry import register
 from mechanisms.rope import apply_rope
@@ -241,10 +241,8 @@ class NeuralMemory(Mechanism):
         gates = self.memory_gates(x).view(b, t, h, 3).transpose(1, 2)
         weights, momentum = state.weights, state.momentum
         buf_k, buf_v, buf_g = state.k, state.v, state.gates
-        reads, start, p0, c = [], 0, int(positions[0]), o.chunk
-        while start < t:  # cut the input at chunk boundaries
-            filled = (p0 + start) % c
-            stop = min(t, start + c - filled)
+        reads, c = [], o.chunk
+        for start, stop, filled in unit_pieces(int(positions[0]), t, c):  # cut the input at chunk boundaries
             reads.append(memory_read(weights, mq[:, :, start:stop].to(weights[0].dtype)))
             ck = torch.cat([buf_k[:, :, :filled], mk[:, :, start:stop]], dim=2)
             cv = torch.cat([buf_v[:, :, :filled], mv[:, :, start:stop]], dim=2)
@@ -260,7 +258,6 @@ class NeuralMemory(Mechanism):
             else:
                 pad = c - ck.shape[2]
                 buf_k, buf_v, buf_g = (F.pad(z, (0, 0, 0, pad)) for z in (ck, cv, cg))
-            start = stop
         read = torch.cat(reads, dim=2)
         read = read * torch.rsqrt(read.pow(2).mean(-1, keepdim=True) + 1e-6) * self.read_scale.to(read.dtype)
         g = torch.sigmoid(self.gate).view(1, h, 1, 1).to(read.dtype)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
-from mechanisms.base import MechanismOptions, SegmentRecurrence
+from mechanisms.base import MechanismOptions, SegmentRecurrence, unit_pieces
 from mechanisms.registry import register
 
 
@@ -86,10 +86,9 @@ class RecurrentMemory(SegmentRecurrence):
         if layers is None and start % s:
             raise ValueError(f"rmt: a stream starting mid-segment (position {start}, segment {s}) needs the state "
                              f"that streamed the segment's first tokens")
-        logits, i = [], 0
-        while i < t:
-            filled = (start + i) % s
-            n = min(t - i, s - filled)
+        logits = []
+        for i, stop, filled in unit_pieces(start, t, s):
+            n = stop - i
             x = stack.embed(tokens[:, i : i + n])
             completes = filled + n == s
             if filled == 0 and completes:  # a whole segment: [read memory | tokens | write slots] in one call
@@ -111,5 +110,4 @@ class RecurrentMemory(SegmentRecurrence):
                     self._written = [self._written[0] + written.pow(2).mean().sqrt(), self._written[1] + 1]
                 if self.options.bptt_segments and since >= self.options.bptt_segments:
                     memory, since = memory.detach(), 0
-            i += n
         return torch.cat(logits, 1), RMTState(memory, layers, since)
