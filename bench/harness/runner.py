@@ -13,7 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config.schema import neutral_defaults
+from bench.config.schema import TrainConfig, neutral_defaults
 from bench.config.validate import validate
 from bench.core.errors import one_line
 from bench.core.hashing import content_hash
@@ -152,8 +152,10 @@ def evaluate_cell(cfg: DictConfig, config_hash: str
     log.info("%s / %s: model ready in %.0fs (checkpoint %s), evaluated in %.0fs",
              mechanism, cfg.task.name, train_s, checkpoint, eval_s)
 
-    t = cfg.train  # the model is its architecture, tokenizer and training budget
+    t = cfg.train  # the model is its architecture, tokenizer and training budget (with its learning rate if swept)
     budget = f"base{t.base_steps}+{t.steps}" if t.init == "base" else f"scratch{t.steps}"
+    if t.lr != TrainConfig.lr:  # runs at two learning rates must never be averaged (capacity: best lr per cell)
+        budget += f"@lr{t.lr:g}"
     model_name = f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}-{tokenizer.name}{tokenizer.vocab_size}-{budget}"
     if m.name == "hf":  # pretrained weights, used as they are or with LoRA-trained memory
         model_name = f"hf-{Path(m.path).name or m.path}" + (f"-lora{m.lora_rank}-{t.steps}" if

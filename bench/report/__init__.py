@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import dashboard, misses, plots, sanity, tables
+from bench.report import capacity, dashboard, misses, plots, sanity, tables
 from bench.report.samples import load_samples
 from bench.results.summary import cells, introspection_table, load_sweeps, non_finite_note, split_finite
 
@@ -55,8 +55,16 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
     est = tables.estimates(df, samples)
     written = tables.write_tables(df, est, out, threshold, samples)
     figures = plots.write_plots(df, est, out, samples)
+    frontier, distances = capacity.frontier_table(df, est), plots.distance_table(df, samples)
+    figures += capacity.plot_frontier(frontier, out / "plots")
+    for name, frame in {"frontier": frontier, "frontier_decisive": capacity.decisive_pairs(frontier),
+                        "recall_by_distance": distances}.items():
+        if not frame.empty:
+            frame.to_csv(out / "tables" / f"{name}.csv", index=False)
     extra = {
         "Paired difference against full (same samples; 95% CI)": tables.paired(df, samples),
+        "Capacity frontier (each state setting at its best learning rate; 95% CI over seeds and samples)": frontier,
+        "Decisive frontier differences (equal carried state, intervals apart)": capacity.decisive_pairs(frontier),
         f"Effective length (longest length with mean >= {threshold} at every shorter length)":
             tables.effective_length(est, threshold),
         "Mechanism statistics after evaluation (per layer)": introspection_table(records),

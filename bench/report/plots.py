@@ -147,19 +147,30 @@ def query_distances(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFr
     return pd.DataFrame(rows, columns=columns)
 
 
+def distance_table(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFrame:
+    """Share of queries recalled per task, mechanism label and key -> query distance bin [from, to) (powers of
+    two, in tokens), with the number of queries behind it."""
+    queries = query_distances(df, samples)
+    columns = ["task", "mechanism", "distance_from", "distance_to", "recalled", "queries"]
+    if queries.empty:
+        return pd.DataFrame(columns=columns)
+    start = 2 ** queries["distance"].clip(lower=1).map(lambda d: int(d).bit_length() - 1)
+    grouped = queries.assign(distance_from=start).groupby(["task", "mechanism", "distance_from"])["hit"]
+    table = grouped.agg(recalled="mean", queries="size").reset_index()
+    return table.assign(distance_to=table["distance_from"] * 2)[columns]
+
+
 def recall_vs_distance(df: pd.DataFrame, samples: pd.DataFrame | None, out: Path) -> list[Path]:
     """Share of queries recalled against the key -> query distance, in power-of-two bins: where a window's recall
     stops (at its W) and whether a memory carries pairs past its local span."""
-    queries = query_distances(df, samples)
     paths = []
-    for task, sub in queries.groupby("task"):
-        sub = sub.assign(bin=2 ** sub["distance"].clip(lower=1).map(lambda d: int(d).bit_length() - 1))
-        acc = sub.groupby(["mechanism", "bin"])["hit"].mean().reset_index()
+    for task, acc in distance_table(df, samples).groupby("task"):
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         labels = ordered(acc["mechanism"])
         for label in labels:
-            s = acc[acc["mechanism"] == label].sort_values("bin")
-            ax.plot(s["bin"], s["hit"], marker="o", color=colour(label), linestyle=style(label, labels), label=label)
+            s = acc[acc["mechanism"] == label].sort_values("distance_from")
+            ax.plot(s["distance_from"], s["recalled"], marker="o", color=colour(label),
+                    linestyle=style(label, labels), label=label)
         ax.set(xscale="log", xlabel="key -> query distance (tokens, bin start)", ylabel="share recalled",
                ylim=(-0.02, 1.02), title=f"{task}: recall vs distance")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())

@@ -1,0 +1,121 @@
+"""The capacity frontier (issue 23; Zoology's figure): recall against the state a mechanism carries, one curve per
+mechanism family, one point per state setting, with intervals over training seeds and samples.
+
+Which options are the state knob is read from the runs themselves, not from a list: among one mechanism's labels,
+an option that varies with numeric values (`window`, `segment`, `fam_tokens`, `top_k`) or a part of the model name
+that varies (`h1`/`h4`: the heads a width is split into) places a point on the curve, an option that varies with
+other values (`update=linear|delta`) starts another curve. A learning rate swept next to it
+(the `@lr` part of the model name) is tuning, not a setting: every point keeps the learning rate that scored best on
+that cell, as Zoology reports, and the table says which one it was."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.report.palette import colour, ordered  # noqa: E402
+from bench.report.plots import save  # noqa: E402
+from bench.report.tables import higher_is_better  # noqa: E402
+from bench.results.summary import base_name  # noqa: E402
+
+LR_MARK = "@lr"  # bench/harness/runner.py: a non-default learning rate in the model name
+
+
+def _numeric(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
+
+
+def settings(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per mechanism label: `curve` (mechanism plus the non-numeric options that vary among its runs),
+    `point` (the numeric options that vary, as text), `lr` (from the model name; 'default' when absent) and
+    `setting` (everything but the learning rate: the labels that compete for a cell's best learning rate)."""
+    first = df.drop_duplicates("mechanism").set_index("mechanism")
+    rows = []
+    for name, group in first.groupby(first.index.map(base_name)):
+        options = pd.DataFrame(list(group["options"].map(lambda o: o or {})), index=group.index)
+        varying = [c for c in options.columns if options[c].astype(str).nunique() > 1]
+        knobs = [c for c in varying if options[c].map(_numeric).all()]
+        kinds = [c for c in varying if c not in knobs]
+        stems = group["model"].astype(str).str.partition(LR_MARK)[0]
+        parts = stems.str.split("-", expand=True).astype(str)  # model parts that vary (h1/h2/h4: state per head)
+        shape = [c for c in parts.columns if parts[c].nunique() > 1]
+        for label, model in group["model"].items():
+            stem, _, lr = str(model).partition(LR_MARK)
+            curve = name + (f"({', '.join(f'{c}={options.at[label, c]}' for c in kinds)})" if kinds else "")
+            point = ", ".join([f"{c}={options.at[label, c]}" for c in knobs] + [parts.at[label, c] for c in shape])
+            rows.append({"mechanism": label, "curve": curve, "point": point, "lr": lr or "default",
+                         "setting": f"{curve} {point} {stem}"})
+    return pd.DataFrame(rows, columns=["mechanism", "curve", "point", "lr", "setting"])
+
+
+def frontier_table(df: pd.DataFrame, est: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, metric, context length) and state setting, the best learning rate's estimate and the setting's
+    carried state in bytes; only for metrics in [0, 1] where higher is better, and only when some mechanism sweeps
+    a state knob (otherwise `plots.quality_vs_state` says all there is)."""
+    columns = ["task", "metric", "context_length", "curve", "point", "lr", "state_bytes", "mean", "low", "high", "n"]
+    meta = settings(df)
+    if meta.empty or not (meta["point"] != "").any():
+        return pd.DataFrame(columns=columns)
+    state = df.groupby(["task", "mechanism", "context_length"])["state_bytes"].max().rename("state_bytes")
+    keep = est[est["metric"].map(higher_is_better) & (est["mean"] <= 1)]
+    rows = keep.merge(meta, on="mechanism").join(state, on=["task", "mechanism", "context_length"])
+    rows = rows.dropna(subset=["state_bytes", "mean"])
+    best = rows.sort_values("mean", ascending=False, kind="stable").drop_duplicates(
+        ["task", "metric", "context_length", "setting"])
+    return best.sort_values(["task", "metric", "context_length", "curve", "state_bytes", "point"])[columns]
+
+
+def decisive_pairs(table: pd.DataFrame) -> pd.DataFrame:
+    """Pairs of points of different curves that carry the same state (bytes) and whose intervals do not overlap:
+    the frontier's decisive differences."""
+    rows = []
+    for keys, group in table.groupby(["task", "metric", "context_length", "state_bytes"]):
+        points = list(group.itertuples(index=False))
+        for i, a in enumerate(points):
+            for b in points[i + 1:]:
+                if a.curve != b.curve and (a.low > b.high or b.low > a.high):
+                    hi, lo = (a, b) if a.mean > b.mean else (b, a)
+                    rows.append({"task": keys[0], "metric": keys[1], "context_length": keys[2],
+                                 "state_bytes": keys[3], "better": f"{hi.curve} {hi.point}".strip(),
+                                 "better_mean": hi.mean, "worse": f"{lo.curve} {lo.point}".strip(),
+                                 "worse_mean": lo.mean})
+    return pd.DataFrame(rows)
+
+
+def plot_frontier(table: pd.DataFrame, out: Path) -> list[Path]:
+    """One figure per (task family, metric, context length), one panel per subtask (MQAR's pair counts)."""
+    paths = []
+    family = table["task"].str.split("/", n=1).str[0]
+    for (fam, metric, length), sub in table.groupby([family, "metric", "context_length"]):
+        tasks = sorted(sub["task"].unique(), key=_natural)
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1, 3.6), sharey=True,
+                                 layout="constrained", squeeze=False)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            cell = sub[sub["task"] == task]
+            for curve in ordered(cell["curve"]):
+                s = cell[cell["curve"] == curve].sort_values("state_bytes")
+                err = [s["mean"] - s["low"], s["high"] - s["mean"]]
+                ax.errorbar(s["state_bytes"], s["mean"], yerr=err, marker="o", capsize=2, color=colour(curve),
+                            label=curve)
+            ax.set(xscale="log", xlabel="carried state (bytes)", title=task, ylim=(-0.02, 1.02))
+        axes[0][0].set_ylabel(f"{metric} (best learning rate)")
+        axes[0][-1].legend(fontsize=6, loc="lower right")
+        fig.suptitle(f"{fam} at {length} tokens: recall vs state (95% CI over seeds and samples)", fontsize=9)
+        paths += save(fig, out, f"frontier_{fam}_{metric}_{length}")
+    return paths
+
+
+def _natural(task: str) -> tuple:
+    digits = "".join(ch for ch in task if ch.isdigit())
+    return (int(digits) if digits else math.inf, task)
+

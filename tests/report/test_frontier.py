@@ -1,0 +1,72 @@
+"""The capacity frontier: state settings read from the runs (numeric options that vary are points, other options
+curves), the best learning rate per cell, seeds pooled into one interval, and decisive pairs only between curves
+that carry the same state."""
+
+import pytest
+
+from bench.models.tokenizers import ByteTokenizer
+from bench.report import build_report
+from bench.report.capacity import decisive_pairs, frontier_table, settings
+from bench.report.samples import load_samples
+from bench.report.tables import estimates
+from bench.results.records import RunInfo, append_records, read_records, records_path
+from bench.results.samples import sample_rows, write_samples
+from bench.results.summary import cells
+from tasks.base import TaskData
+from tasks.mqar import MqarOptions, MqarTask
+from tests.helpers.recall import RecallLM
+
+STATE = 4096
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Windows of 8 and 32 tokens at two learning rates (3e-3 recalls twice as far at W=8, half as far at W=32),
+    two Infini-like update rules at the same state, each run at three training seeds."""
+    tmp = tmp_path_factory.mktemp("frontier")
+    path = records_path(tmp, "cap")
+    task = MqarTask(MqarOptions(name="mqar", num_kv_pairs=[8]), ByteTokenizer(), TaskData(None, tmp / "cache"))
+    runs = [("sliding_window", {"window": 8}, "", 8, 8 * 64), ("sliding_window", {"window": 8}, "@lr0.003", 16, 8 * 64),
+            ("sliding_window", {"window": 32}, "", 32, 32 * 64), ("sliding_window", {"window": 32}, "@lr0.003", 16,
+                                                                   32 * 64),
+            ("infini", {"segment": 8, "update": "linear"}, "", 4, STATE),
+            ("infini", {"segment": 8, "update": "delta"}, "", 10**6, STATE)]
+    for i, (mech, options, lr, reach, state) in enumerate(runs):
+        results = task.evaluate(RecallLM(reach), [128], n=30, seed=0)
+        for seed in (1, 2, 3):
+            info = RunInfo(sweep="cap", mechanism=mech, options=options, task="mqar", model=f"tiny-scratch100{lr}",
+                           seed=seed, train_length=128, config_hash=f"h{i}-{seed}", run_id=f"r{i}{seed}",
+                           git_sha="abc", created_at="2026-11-29T00:00:00+00:00")
+            write_samples(path, info.config_hash, sample_rows(info.config_hash, "mqar", results))
+            append_records(path, [info.record(context_length=c.context_length, metric=c.metric, value=c.value,
+                                              n=c.n, subtask=c.subtask, data_hash=c.data_hash, state_bytes=state)
+                                  for c in results])
+    return path
+
+
+def test_settings_split_knobs_from_curves(store):
+    meta = settings(cells(read_records(store))).set_index("mechanism")
+    assert set(meta["curve"]) == {"sliding_window", "infini(update=linear)", "infini(update=delta)"}
+    window = meta[meta["curve"] == "sliding_window"]
+    assert set(window["point"]) == {"window=8", "window=32"} and set(window["lr"]) == {"default", "0.003"}
+    assert (meta[meta["curve"] != "sliding_window"]["point"] == "").all()  # segment does not vary: not a knob
+
+
+def test_best_learning_rate_per_cell_and_pooled_seeds(store):
+    df = cells(read_records(store))
+    table = frontier_table(df, estimates(df, load_samples([store])))
+    window = table[table["curve"] == "sliding_window"].set_index("point")
+    assert window.loc["window=8", "lr"] == "0.003" and window.loc["window=32", "lr"] == "default"
+    assert window.loc["window=8", "mean"] < window.loc["window=32", "mean"]
+    assert (table["n"] == 3 * 30).all()  # three seeds of 30 rows behind every point
+    assert (table["low"] <= table["mean"]).all() and (table["mean"] <= table["high"]).all()
+    decisive = decisive_pairs(table)
+    assert len(decisive) == 1 and decisive.iloc[0]["better"] == "infini(update=delta)"
+    assert decisive.iloc[0]["state_bytes"] == STATE
+
+
+def test_report_writes_the_frontier(store, tmp_path):
+    build_report([store], tmp_path)
+    assert (tmp_path / "tables" / "frontier.csv").exists() and (tmp_path / "tables" / "recall_by_distance.csv").exists()
+    assert (tmp_path / "plots" / "frontier_mqar_exact_match_128.png").exists()
+    assert "Capacity frontier" in (tmp_path / "index.html").read_text()
