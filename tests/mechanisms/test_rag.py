@@ -11,7 +11,7 @@ from bench.core.errors import ConfigError
 from bench.models.backbone import Backbone, BackboneSpec
 from bench.models.streaming import StreamingLM
 from bench.models.tokenizers import ByteTokenizer
-from mechanisms.rag import BM25Retriever, DenseRetriever, RetrievalLM, chunk_spans, merge_spans
+from mechanisms.rag import BM25Retriever, DenseRetriever, RetrievalLM, TokenBM25Retriever, chunk_spans, merge_spans
 
 
 @settings(max_examples=200, deadline=None)
@@ -40,6 +40,15 @@ HAYSTACK = ["The grass is green. The sky is blue.", "The sun is yellow. Here we 
 @pytest.mark.parametrize("retriever", [BM25Retriever, DenseRetriever])
 def test_both_retrievers_rank_the_needle_chunk_first(retriever):
     assert retriever().rank(HAYSTACK, "What is the pass key? The pass key is", 2)[0] == 2
+
+
+def test_token_bm25_finds_the_chunk_holding_a_single_id_key():
+    """MQAR-like chunks of (key, value) ids that decode to punctuation and control bytes: word BM25 sees no terms,
+    token BM25 ranks the one chunk holding the key first, and with no match falls back to the latest chunks."""
+    chunks = [[1, 65, 2, 66], [3, 67, 4, 68], [5, 69, 6, 70], [200, 201, 202, 203]]
+    assert TokenBM25Retriever().rank(chunks, [4], 1) == [1]
+    assert TokenBM25Retriever().rank(chunks, [6], 2)[0] == 2
+    assert TokenBM25Retriever().rank(chunks, [99], 2) == [2, 3]
 
 
 def test_dense_encoder_loads_offline(monkeypatch):
