@@ -57,14 +57,16 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
     figures = plots.write_plots(df, est, out, samples)
     frontier, distances = capacity.frontier_table(df, est), plots.distance_table(df, samples)
     figures += capacity.plot_frontier(frontier, out / "plots")
+    spans = capacity.span_split(df, samples)
     for name, frame in {"frontier": frontier, "frontier_decisive": capacity.decisive_pairs(frontier),
-                        "recall_by_distance": distances}.items():
+                        "recall_by_distance": distances, "recall_by_span": spans}.items():
         if not frame.empty:
             frame.to_csv(out / "tables" / f"{name}.csv", index=False)
     extra = {
         "Paired difference against full (same samples; 95% CI)": tables.paired(df, samples),
         "Capacity frontier (each state setting at its best learning rate; 95% CI over seeds and samples)": frontier,
         "Decisive frontier differences (equal carried state, intervals apart)": capacity.decisive_pairs(frontier),
+        "Recall by key -> query distance against the local span s (beyond 2s: through memory only)": spans,
         f"Effective length (longest length with mean >= {threshold} at every shorter length)":
             tables.effective_length(est, threshold),
         "Mechanism statistics after evaluation (per layer)": introspection_table(records),

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.report.palette import colour, ordered  # noqa: E402
-from bench.report.plots import save  # noqa: E402
+from bench.report.plots import SPAN_OPTIONS, query_distances, save  # noqa: E402
 from bench.report.tables import higher_is_better  # noqa: E402
 from bench.results.summary import base_name  # noqa: E402
 
@@ -119,3 +119,22 @@ def _natural(task: str) -> tuple:
     digits = "".join(ch for ch in task if ch.isdigit())
     return (int(digits) if digits else math.inf, task)
 
+
+
+def span_split(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFrame:
+    """Recall inside a mechanism's local span s (window, segment or block), between s and 2s, and beyond 2s, per
+    label: a window must split cleanly at s, and whatever a memory recalls beyond 2s came through the memory."""
+    columns = ["task", "mechanism", "span", "inside", "to_2x", "beyond_2x", "queries_beyond_2x"]
+    queries = query_distances(df, samples)
+    spans = {label: next((int(o[k]) for k in SPAN_OPTIONS if k in (o or {})), None)
+             for label, o in df.drop_duplicates("mechanism").set_index("mechanism")["options"].items()}
+    rows = []
+    for (task, label), sub in queries.groupby(["task", "mechanism"]):
+        s = spans.get(label)
+        if s is None:
+            continue
+        near, mid, far = (sub[sub["distance"] <= s], sub[(sub["distance"] > s) & (sub["distance"] <= 2 * s)],
+                          sub[sub["distance"] > 2 * s])
+        rows.append({"task": task, "mechanism": label, "span": s, "inside": near["hit"].mean(),
+                     "to_2x": mid["hit"].mean(), "beyond_2x": far["hit"].mean(), "queries_beyond_2x": len(far)})
+    return pd.DataFrame(rows, columns=columns)

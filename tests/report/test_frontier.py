@@ -6,7 +6,7 @@ import pytest
 
 from bench.models.tokenizers import ByteTokenizer
 from bench.report import build_report
-from bench.report.capacity import decisive_pairs, frontier_table, settings
+from bench.report.capacity import decisive_pairs, frontier_table, settings, span_split
 from bench.report.samples import load_samples
 from bench.report.tables import estimates
 from bench.results.records import RunInfo, append_records, read_records, records_path
@@ -65,8 +65,22 @@ def test_best_learning_rate_per_cell_and_pooled_seeds(store):
     assert decisive.iloc[0]["state_bytes"] == STATE
 
 
+def test_recall_splits_at_the_local_span(store):
+    """W=8 with reach 8 recalls inside its window and nothing beyond twice it; the 3e-3 run (reach 16) recalls
+    between W and 2W; mechanisms without a span option (here none) would be left out."""
+    df = cells(read_records(store))
+    split = span_split(df, load_samples([store])).set_index("mechanism")
+    w8 = split.loc[[m for m in split.index if "window=8" in m and "@lr" not in m][0]]
+    w8_fast = split.loc[[m for m in split.index if "window=8" in m and "@lr" in m][0]]
+    assert w8["span"] == 8 and w8["inside"] >= 0.9 and w8["beyond_2x"] == 0 and w8["queries_beyond_2x"] > 0
+    assert w8["to_2x"] < w8_fast["to_2x"] and w8_fast["beyond_2x"] == 0
+    infini = split.loc[[m for m in split.index if "delta" in m][0]]
+    assert infini["span"] == 8 and infini["beyond_2x"] == 1.0  # segment is its span; it recalls everything
+
+
 def test_report_writes_the_frontier(store, tmp_path):
     build_report([store], tmp_path)
-    assert (tmp_path / "tables" / "frontier.csv").exists() and (tmp_path / "tables" / "recall_by_distance.csv").exists()
+    for table in ("frontier", "frontier_decisive", "recall_by_distance", "recall_by_span"):
+        assert (tmp_path / "tables" / f"{table}.csv").exists()
     assert (tmp_path / "plots" / "frontier_mqar_exact_match_128.png").exists()
     assert "Capacity frontier" in (tmp_path / "index.html").read_text()
