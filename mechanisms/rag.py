@@ -120,9 +120,9 @@ class TokenBM25Retriever:
         index = bm25s.BM25()
         index.index([[str(t) for t in c] for c in chunks], show_progress=False)
         ids, scores = index.retrieve([[str(t) for t in query]], k=k, show_progress=False)
-        if not scores[0].any():  # no query token in any chunk: no evidence, take the most recent chunks
-            return list(range(len(chunks) - k, len(chunks)))
-        return [int(i) for i in ids[0]]
+        matched = [int(i) for i, score in zip(ids[0], scores[0], strict=True) if score > 0]
+        latest = [i for i in reversed(range(len(chunks))) if i not in matched]  # no evidence: the most recent
+        return matched + latest[: k - len(matched)]
 
 
 class DenseRetriever:

@@ -155,7 +155,7 @@ def evaluate_cell(cfg: DictConfig, config_hash: str
     t = cfg.train  # the model is its architecture, tokenizer and training budget (with its learning rate if swept)
     budget = f"base{t.base_steps}+{t.steps}" if t.init == "base" else f"scratch{t.steps}"
     if t.lr != TrainConfig.lr:  # runs at two learning rates must never be averaged (capacity: best lr per cell)
-        budget += f"@lr{t.lr:g}"
+        budget += "@lr" + f"{t.lr:.12f}".rstrip("0").rstrip(".")  # positional: no '-' (1e-05) in a model name
     model_name = f"{m.name}-d{m.d_model}-l{m.n_layers}-h{m.n_heads}-{tokenizer.name}{tokenizer.vocab_size}-{budget}"
     if m.name == "hf":  # pretrained weights, used as they are or with LoRA-trained memory
         model_name = f"hf-{Path(m.path).name or m.path}" + (f"-lora{m.lora_rank}-{t.steps}" if

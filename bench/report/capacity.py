@@ -47,12 +47,14 @@ def settings(df: pd.DataFrame) -> pd.DataFrame:
         knobs = [c for c in varying if options[c].map(_numeric).all()]
         kinds = [c for c in varying if c not in knobs]
         stems = group["model"].astype(str).str.partition(LR_MARK)[0]
-        parts = stems.str.split("-", expand=True).astype(str)  # model parts that vary (h1/h2/h4: state per head)
+        parts = stems.str.split("-", expand=True).fillna("").astype(str)  # parts that vary (h1/h2/h4: heads)
         shape = [c for c in parts.columns if parts[c].nunique() > 1]
         for label, model in group["model"].items():
             stem, _, lr = str(model).partition(LR_MARK)
             curve = name + (f"({', '.join(f'{c}={options.at[label, c]}' for c in kinds)})" if kinds else "")
-            point = ", ".join([f"{c}={options.at[label, c]}" for c in knobs] + [parts.at[label, c] for c in shape])
+            tag = label[label.rindex(" ["):].strip() if label.endswith("]") and " [" in label else ""
+            shown = [f"{c}={options.at[label, c]}" for c in knobs] + [parts.at[label, c] for c in shape]
+            point = ", ".join(p for p in [*shown, tag] if p)  # a sweep or hash tag: runs `labelled` keeps apart
             rows.append({"mechanism": label, "curve": curve, "point": point, "lr": lr or "default",
                          "setting": f"{curve} {point} {stem}"})
     return pd.DataFrame(rows, columns=["mechanism", "curve", "point", "lr", "setting"])
@@ -60,7 +62,8 @@ def settings(df: pd.DataFrame) -> pd.DataFrame:
 
 def frontier_table(df: pd.DataFrame, est: pd.DataFrame) -> pd.DataFrame:
     """Per (task, metric, context length) and state setting, the best learning rate's estimate and the setting's
-    carried state in bytes; only for metrics in [0, 1] where higher is better, and only when some mechanism sweeps
+    carried state in bytes (picking the best of several rates makes the winner's interval a little optimistic, as in
+    Zoology's figures); only for metrics in [0, 1] where higher is better, and only when some mechanism sweeps
     a state knob (otherwise `plots.quality_vs_state` says all there is)."""
     columns = ["task", "metric", "context_length", "curve", "point", "lr", "state_bytes", "mean", "low", "high", "n"]
     meta = settings(df)
@@ -122,9 +125,13 @@ def _natural(task: str) -> tuple:
 
 
 def span_split(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFrame:
-    """Recall inside a mechanism's local span s (window, segment or block), between s and 2s, and beyond 2s, per
-    label: a window must split cleanly at s, and whatever a memory recalls beyond 2s came through the memory."""
-    columns = ["task", "mechanism", "span", "inside", "to_2x", "beyond_2x", "queries_beyond_2x"]
+    """Recall inside a mechanism's local span s (window, segment or block; key -> query distance <= s, where a
+    window of W still reaches the value after the key), between s and 2s, and beyond 2s, per label and over all
+    its context lengths: a window must split cleanly at s, and what a memory recalls beyond 2s came through the
+    memory (within 2s a segment- or block-local path may still hold the pair, depending on where the segment
+    boundary falls)."""
+    columns = ["task", "mechanism", "span", "inside", "to_2x", "beyond_2x", "queries_inside", "queries_to_2x",
+               "queries_beyond_2x"]
     queries = query_distances(df, samples)
     spans = {label: next((int(o[k]) for k in SPAN_OPTIONS if k in (o or {})), None)
              for label, o in df.drop_duplicates("mechanism").set_index("mechanism")["options"].items()}
@@ -136,5 +143,6 @@ def span_split(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFrame:
         near, mid, far = (sub[sub["distance"] <= s], sub[(sub["distance"] > s) & (sub["distance"] <= 2 * s)],
                           sub[sub["distance"] > 2 * s])
         rows.append({"task": task, "mechanism": label, "span": s, "inside": near["hit"].mean(),
-                     "to_2x": mid["hit"].mean(), "beyond_2x": far["hit"].mean(), "queries_beyond_2x": len(far)})
+                     "to_2x": mid["hit"].mean(), "beyond_2x": far["hit"].mean(), "queries_inside": len(near),
+                     "queries_to_2x": len(mid), "queries_beyond_2x": len(far)})
     return pd.DataFrame(rows, columns=columns)

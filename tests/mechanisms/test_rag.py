@@ -48,7 +48,9 @@ def test_token_bm25_finds_the_chunk_holding_a_single_id_key():
     chunks = [[1, 65, 2, 66], [3, 67, 4, 68], [5, 69, 6, 70], [200, 201, 202, 203]]
     assert TokenBM25Retriever().rank(chunks, [4], 1) == [1]
     assert TokenBM25Retriever().rank(chunks, [6], 2)[0] == 2
-    assert TokenBM25Retriever().rank(chunks, [99], 2) == [2, 3]
+    assert sorted(TokenBM25Retriever().rank(chunks, [99], 2)) == [2, 3]
+    assert TokenBM25Retriever().rank(chunks, [4], 3) == [1, 3, 2]  # one match, then the latest unmatched chunks
+    assert sorted(TokenBM25Retriever().rank(chunks, [4], 9)) == [0, 1, 2, 3]
 
 
 def test_dense_encoder_loads_offline(monkeypatch):

@@ -72,7 +72,8 @@ def test_recall_splits_at_the_local_span(store):
     split = span_split(df, load_samples([store])).set_index("mechanism")
     w8 = split.loc[[m for m in split.index if "window=8" in m and "@lr" not in m][0]]
     w8_fast = split.loc[[m for m in split.index if "window=8" in m and "@lr" in m][0]]
-    assert w8["span"] == 8 and w8["inside"] >= 0.9 and w8["beyond_2x"] == 0 and w8["queries_beyond_2x"] > 0
+    assert w8["span"] == 8 and w8["inside"] >= 0.9 and w8["to_2x"] == 0 and w8["beyond_2x"] == 0
+    assert min(w8["queries_inside"], w8["queries_to_2x"], w8["queries_beyond_2x"]) > 0
     assert w8["to_2x"] < w8_fast["to_2x"] and w8_fast["beyond_2x"] == 0
     infini = split.loc[[m for m in split.index if "delta" in m][0]]
     assert infini["span"] == 8 and infini["beyond_2x"] == 1.0  # segment is its span; it recalls everything
@@ -84,3 +85,14 @@ def test_report_writes_the_frontier(store, tmp_path):
         assert (tmp_path / "tables" / f"{table}.csv").exists()
     assert (tmp_path / "plots" / "frontier_mqar_exact_match_128.png").exists()
     assert "Capacity frontier" in (tmp_path / "index.html").read_text()
+
+
+def test_runs_told_apart_only_by_a_tag_stay_apart_and_odd_model_names_are_read():
+    import pandas as pd
+
+    df = pd.DataFrame({"mechanism": ["sw(window=32) [A]", "sw(window=32) [B]", "full a", "full b-lora8-100"],
+                       "options": [{"window": 32}, {"window": 32}, {}, {}],
+                       "model": ["t-scratch100", "t-scratch100", "hf-a", "hf-b-lora8-100"]})
+    meta = settings(df).set_index("mechanism")
+    assert meta.loc["sw(window=32) [A]", "setting"] != meta.loc["sw(window=32) [B]", "setting"]
+    assert (meta.loc["full a", "point"], meta.loc["full b-lora8-100", "point"]) == ("a", "b, lora8, 100")
