@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.report.palette import colour, ordered  # noqa: E402
+from bench.report.palette import colour, ordered, style  # noqa: E402
 from bench.report.plots import SPAN_OPTIONS, query_distances, save  # noqa: E402
 from bench.report.tables import higher_is_better  # noqa: E402
 from bench.results.summary import base_name  # noqa: E402
@@ -65,23 +65,31 @@ def frontier_table(df: pd.DataFrame, est: pd.DataFrame) -> pd.DataFrame:
     carried state in bytes (picking the best of several rates makes the winner's interval a little optimistic, as in
     Zoology's figures); only for metrics in [0, 1] where higher is better, and only when some mechanism sweeps
     a state knob (otherwise `plots.quality_vs_state` says all there is)."""
-    columns = ["task", "metric", "context_length", "curve", "point", "lr", "state_bytes", "mean", "low", "high", "n"]
+    columns = ["task", "metric", "context_length", "curve", "point", "lr", "state_bytes", "mean", "low", "high", "n",
+               "seeds"]
     meta = settings(df)
     if meta.empty or not (meta["point"] != "").any():
         return pd.DataFrame(columns=columns)
-    state = df.groupby(["task", "mechanism", "context_length"])["state_bytes"].max().rename("state_bytes")
+    by_cell = df.groupby(["task", "mechanism", "context_length"])
+    state = by_cell["state_bytes"].max().rename("state_bytes")
+    seeds = by_cell["seed"].nunique().rename("seeds")
     keep = est[est["metric"].map(higher_is_better) & (est["mean"] <= 1)]
     rows = keep.merge(meta, on="mechanism").join(state, on=["task", "mechanism", "context_length"])
+    rows = rows.join(seeds, on=["task", "mechanism", "context_length"])
     rows = rows.dropna(subset=["state_bytes", "mean"])
     best = rows.sort_values("mean", ascending=False, kind="stable").drop_duplicates(
         ["task", "metric", "context_length", "setting"])
     return best.sort_values(["task", "metric", "context_length", "curve", "state_bytes", "point"])[columns]
 
 
-def decisive_pairs(table: pd.DataFrame) -> pd.DataFrame:
-    """Pairs of points of different curves that carry the same state (bytes) and whose intervals do not overlap:
-    the frontier's decisive differences."""
+MIN_SEEDS = 3  # a comparison claim needs an interval over at least this many training seeds
+
+
+def decisive_pairs(table: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> pd.DataFrame:
+    """Pairs of points of different curves that carry the same state (bytes), each estimated over at least
+    `min_seeds` training seeds, whose intervals do not overlap: the frontier's decisive differences."""
     rows = []
+    table = table[table["seeds"] >= min_seeds]
     for keys, group in table.groupby(["task", "metric", "context_length", "state_bytes"]):
         points = list(group.itertuples(index=False))
         for i, a in enumerate(points):
@@ -101,19 +109,25 @@ def plot_frontier(table: pd.DataFrame, out: Path) -> list[Path]:
     family = table["task"].str.split("/", n=1).str[0]
     for (fam, metric, length), sub in table.groupby([family, "metric", "context_length"]):
         tasks = sorted(sub["task"].unique(), key=_natural)
-        fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1, 3.6), sharey=True,
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1, 4.2), sharey=True,
                                  layout="constrained", squeeze=False)
         for ax, task in zip(axes[0], tasks, strict=True):
             cell = sub[sub["task"] == task]
+            curves = ordered(sub["curve"])
             for curve in ordered(cell["curve"]):
                 s = cell[cell["curve"] == curve].sort_values("state_bytes")
                 err = [s["mean"] - s["low"], s["high"] - s["mean"]]
                 ax.errorbar(s["state_bytes"], s["mean"], yerr=err, marker="o", capsize=2, color=colour(curve),
-                            label=curve)
+                            linestyle=style(curve, curves), label=curve)
+                probe = s[s["seeds"] < MIN_SEEDS]  # open markers: fewer seeds than a claim needs
+                ax.scatter(probe["state_bytes"], probe["mean"], marker="o", facecolors="white",
+                           edgecolors=colour(curve), zorder=3)
             ax.set(xscale="log", xlabel="carried state (bytes)", title=task, ylim=(-0.02, 1.02))
         axes[0][0].set_ylabel(f"{metric} (best learning rate)")
-        axes[0][-1].legend(fontsize=6, loc="lower right")
-        fig.suptitle(f"{fam} at {length} tokens: recall vs state (95% CI over seeds and samples)", fontsize=9)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=min(len(labels), 4))
+        fig.suptitle(f"{fam} at {length} tokens: recall vs state (95% CI over seeds and samples; open: < "
+                     f"{MIN_SEEDS} seeds, a probe)", fontsize=9)
         paths += save(fig, out, f"frontier_{fam}_{metric}_{length}")
     return paths
 

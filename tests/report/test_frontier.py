@@ -60,6 +60,7 @@ def test_best_learning_rate_per_cell_and_pooled_seeds(store):
     assert window.loc["window=8", "mean"] < window.loc["window=32", "mean"]
     assert (table["n"] == 3 * 30).all()  # three seeds of 30 rows behind every point
     assert (table["low"] <= table["mean"]).all() and (table["mean"] <= table["high"]).all()
+    assert (table["seeds"] == 3).all() and decisive_pairs(table, min_seeds=4).empty  # fewer seeds: no claim
     decisive = decisive_pairs(table)
     assert len(decisive) == 1 and decisive.iloc[0]["better"] == "infini(update=delta)"
     assert decisive.iloc[0]["state_bytes"] == STATE
