@@ -65,7 +65,8 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
     extra = {
         "Paired difference against full (same samples; 95% CI)": tables.paired(df, samples),
         "Capacity frontier (each state setting at its best learning rate; 95% CI over seeds and samples)": frontier,
-        f"Decisive frontier differences (equal carried state, >= {capacity.MIN_SEEDS} seeds each, intervals apart)":
+        f"Decisive frontier differences (carried state equal within {capacity.EQUAL_STATE:g}x, >= "
+        f"{capacity.MIN_SEEDS} seeds each, intervals apart)":
             capacity.decisive_pairs(frontier),
         "Recall by key -> query distance against the local span s (beyond 2s: through memory only)": spans,
         f"Effective length (longest length with mean >= {threshold} at every shorter length)":

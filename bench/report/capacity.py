@@ -85,21 +85,28 @@ def frontier_table(df: pd.DataFrame, est: pd.DataFrame) -> pd.DataFrame:
 MIN_SEEDS = 3  # a comparison claim needs an interval over at least this many training seeds
 
 
-def decisive_pairs(table: pd.DataFrame, min_seeds: int = MIN_SEEDS) -> pd.DataFrame:
-    """Pairs of points of different curves that carry the same state (bytes), each estimated over at least
-    `min_seeds` training seeds, whose intervals do not overlap: the frontier's decisive differences."""
+EQUAL_STATE = 1.1  # states within 10% count as equal (Infini's 33,280 bytes at segment 16 against W=32's 32,768)
+
+
+def decisive_pairs(table: pd.DataFrame, min_seeds: int = MIN_SEEDS, equal_state: float = EQUAL_STATE
+                   ) -> pd.DataFrame:
+    """Pairs of points of different curves whose carried states are equal within a factor `equal_state`, each
+    estimated over at least `min_seeds` training seeds, and whose intervals do not overlap: the frontier's decisive
+    differences."""
     rows = []
     table = table[table["seeds"] >= min_seeds]
-    for keys, group in table.groupby(["task", "metric", "context_length", "state_bytes"]):
+    for keys, group in table.groupby(["task", "metric", "context_length"]):
         points = list(group.itertuples(index=False))
         for i, a in enumerate(points):
             for b in points[i + 1:]:
-                if a.curve != b.curve and (a.low > b.high or b.low > a.high):
+                equal = max(a.state_bytes, b.state_bytes) <= equal_state * min(a.state_bytes, b.state_bytes)
+                if a.curve != b.curve and equal and (a.low > b.high or b.low > a.high):
                     hi, lo = (a, b) if a.mean > b.mean else (b, a)
                     rows.append({"task": keys[0], "metric": keys[1], "context_length": keys[2],
-                                 "state_bytes": keys[3], "better": f"{hi.curve} {hi.point}".strip(),
-                                 "better_mean": hi.mean, "worse": f"{lo.curve} {lo.point}".strip(),
-                                 "worse_mean": lo.mean})
+                                 "better": f"{hi.curve} {hi.point}".strip(), "better_state_bytes": hi.state_bytes,
+                                 "better_mean": hi.mean, "better_low": hi.low, "better_high": hi.high,
+                                 "worse": f"{lo.curve} {lo.point}".strip(), "worse_state_bytes": lo.state_bytes,
+                                 "worse_mean": lo.mean, "worse_low": lo.low, "worse_high": lo.high})
     return pd.DataFrame(rows)
 
 

@@ -63,7 +63,9 @@ def test_best_learning_rate_per_cell_and_pooled_seeds(store):
     assert (table["seeds"] == 3).all() and decisive_pairs(table, min_seeds=4).empty  # fewer seeds: no claim
     decisive = decisive_pairs(table)
     assert len(decisive) == 1 and decisive.iloc[0]["better"] == "infini(update=delta)"
-    assert decisive.iloc[0]["state_bytes"] == STATE
+    assert decisive.iloc[0]["better_state_bytes"] == decisive.iloc[0]["worse_state_bytes"] == STATE
+    near = table.assign(state_bytes=table["state_bytes"].where(table["curve"] != "infini(update=linear)", STATE * 1.05))
+    assert len(decisive_pairs(near)) == 1 and decisive_pairs(near, equal_state=1.01).empty  # within 10%: equal
 
 
 def test_recall_splits_at_the_local_span(store):
