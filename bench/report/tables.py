@@ -88,7 +88,8 @@ def regimes(df: pd.DataFrame) -> pd.DataFrame:
     """The headline cells (HEADLINE_METRICS, no whole-document rows) with `regime`: 'in length' or 'beyond' full
     attention's training length for that task, so that both sides of any pair fall in the same regime."""
     cells = df[df["metric"].isin(HEADLINE_METRICS) & ~df["task"].str.contains("/overall")]
-    limit = cells[cells["mechanism"] == REFERENCE].groupby("task")["train_length"].max()
+    # every run of the reference (at several learning rates its labels differ: `full scratch6000@lr0.003`)
+    limit = cells[cells["mechanism"].map(base_name) == REFERENCE].groupby("task")["train_length"].max()
     cells = cells[cells["task"].isin(limit.index)]
     in_length = cells["context_length"].to_numpy() <= cells["task"].map(limit).to_numpy()
     return cells.assign(regime=np.where(in_length, "in length", "beyond"))
