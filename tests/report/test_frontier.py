@@ -8,7 +8,7 @@ from bench.models.tokenizers import ByteTokenizer
 from bench.report import build_report
 from bench.report.capacity import decisive_pairs, frontier_table, settings, span_split
 from bench.report.samples import load_samples
-from bench.report.tables import estimates
+from bench.report.tables import baseline_overview, estimates
 from bench.results.records import RunInfo, append_records, read_records, records_path
 from bench.results.samples import sample_rows, write_samples
 from bench.results.summary import cells
@@ -30,7 +30,8 @@ def store(tmp_path_factory):
             ("sliding_window", {"window": 32}, "", 32, 32 * 64), ("sliding_window", {"window": 32}, "@lr0.003", 16,
                                                                    32 * 64),
             ("infini", {"segment": 8, "update": "linear"}, "", 4, STATE),
-            ("infini", {"segment": 8, "update": "delta"}, "", 10**6, STATE)]
+            ("infini", {"segment": 8, "update": "delta"}, "", 10**6, STATE),
+            ("full", {}, "", 10**6, 64 * STATE), ("full", {}, "@lr0.003", 10**6, 64 * STATE)]
     for i, (mech, options, lr, reach, state) in enumerate(runs):
         results = task.evaluate(RecallLM(reach), [128], n=30, seed=0)
         for seed in (1, 2, 3):
@@ -46,10 +47,10 @@ def store(tmp_path_factory):
 
 def test_settings_split_knobs_from_curves(store):
     meta = settings(cells(read_records(store))).set_index("mechanism")
-    assert set(meta["curve"]) == {"sliding_window", "infini(update=linear)", "infini(update=delta)"}
+    assert set(meta["curve"]) == {"sliding_window", "infini(update=linear)", "infini(update=delta)", "full"}
     window = meta[meta["curve"] == "sliding_window"]
     assert set(window["point"]) == {"window=8", "window=32"} and set(window["lr"]) == {"default", "0.003"}
-    assert (meta[meta["curve"] != "sliding_window"]["point"] == "").all()  # segment does not vary: not a knob
+    assert (meta[meta["curve"].str.startswith("infini")]["point"] == "").all()  # segment does not vary: no knob
 
 
 def test_best_learning_rate_per_cell_and_pooled_seeds(store):
@@ -80,6 +81,16 @@ def test_recall_splits_at_the_local_span(store):
     assert w8["to_2x"] < w8_fast["to_2x"] and w8_fast["beyond_2x"] == 0
     infini = split.loc[[m for m in split.index if "delta" in m][0]]
     assert infini["span"] == 8 and infini["beyond_2x"] == 1.0  # segment is its span; it recalls everything
+
+
+def test_own_span_verdicts_when_full_attention_ran_at_two_learning_rates(store):
+    """No run is labelled plain 'full' (its labels carry the learning rate), yet the regimes, and with them the
+    verdicts of Infini against the window of its segment, are found."""
+    df = cells(read_records(store))
+    assert not (df["mechanism"] == "full").any()
+    table = baseline_overview(df, load_samples([store]))
+    delta = [row for row in table.index if "delta" in row and "window=8" in row and "@lr" not in row]
+    assert delta and table.loc[delta[0]].str.startswith("better").all()
 
 
 def test_report_writes_the_frontier(store, tmp_path):
