@@ -8,7 +8,7 @@ from bench.models.tokenizers import ByteTokenizer
 from bench.report import build_report
 from bench.report.capacity import decisive_pairs, frontier_table, settings, span_split
 from bench.report.samples import load_samples
-from bench.report.tables import baseline_overview, estimates
+from bench.report.tables import baseline_overview, estimates, reference_scores
 from bench.results.records import RunInfo, append_records, read_records, records_path
 from bench.results.samples import sample_rows, write_samples
 from bench.results.summary import cells
@@ -91,6 +91,7 @@ def test_own_span_verdicts_when_full_attention_ran_at_two_learning_rates(store):
     table = baseline_overview(df, load_samples([store]))
     delta = [row for row in table.index if "delta" in row and "window=8" in row and "@lr" not in row]
     assert delta and table.loc[delta[0]].str.startswith("better").all()
+    assert reference_scores(df) == {"mqar/kv8": 1.0}  # the calibration gate reads the reference's best run
 
 
 def test_report_writes_the_frontier(store, tmp_path):
