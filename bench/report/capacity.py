@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.report.palette import colour, ordered, style  # noqa: E402
-from bench.report.plots import SPAN_OPTIONS, query_distances, save  # noqa: E402
+from bench.report.plots import local_span, query_distances, save  # noqa: E402
 from bench.report.tables import higher_is_better  # noqa: E402
 from bench.results.summary import base_name  # noqa: E402
 
@@ -154,8 +154,8 @@ def span_split(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFrame:
     columns = ["task", "mechanism", "span", "inside", "to_2x", "beyond_2x", "queries_inside", "queries_to_2x",
                "queries_beyond_2x"]
     queries = query_distances(df, samples)
-    spans = {label: next((int(o[k]) for k in SPAN_OPTIONS if k in (o or {})), None)
-             for label, o in df.drop_duplicates("mechanism").set_index("mechanism")["options"].items()}
+    first = df.drop_duplicates("mechanism").set_index("mechanism")
+    spans = {label: local_span(options) for label, options in first["options"].items()}
     rows = []
     for (task, label), sub in queries.groupby(["task", "mechanism"]):
         s = spans.get(label)

@@ -22,6 +22,11 @@ from bench.results.summary import DEPTH_METRIC  # noqa: E402
 SPAN_OPTIONS = ("window", "segment", "block")  # options that set a mechanism's local span, marked on length axes
 
 
+def local_span(options: dict | None) -> int | None:
+    """A mechanism's local span from its options (the first of SPAN_OPTIONS it has), None when it has none."""
+    return next((int(options[k]) for k in SPAN_OPTIONS if k in (options or {})), None)
+
+
 def save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     name = file_stem(name)
@@ -45,10 +50,9 @@ def _span_marks(ax, df: pd.DataFrame, labels: list[str]) -> None:
         ax.annotate("train length", (length, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="grey",
                     rotation=90, va="top", ha="right")
     for label in labels:
-        options = df[df["mechanism"] == label]["options"].iloc[0] or {}
-        for key in SPAN_OPTIONS:
-            if key in options:
-                ax.axvline(options[key], color=colour(label), linestyle=":", linewidth=1)
+        span = local_span(df[df["mechanism"] == label]["options"].iloc[0])
+        if span is not None:
+            ax.axvline(span, color=colour(label), linestyle=":", linewidth=1)
 
 
 def accuracy_vs_length(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Path]:
