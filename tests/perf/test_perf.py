@@ -68,6 +68,8 @@ def test_a_tiny_perf_run_writes_records_targets_and_plots(tmp_path):
         assert {(m, "train_step", 40, None), (m, "train_step", 40, "bfloat16")} <= speed, m
     assert "| full attention training step, model GFLOP/s / fp32 matmul" in text
     assert "| full attention training tokens/s, bfloat16 / float32" in text
+    for m in per_layer_names() + stack_recurrences():  # every bounded mechanism's state is a target, from its class
+        assert (f"| {m}: state_bytes at 64K equals 4K" in text) == mechanisms.get(m).bounded_state, m
 
 
 MASKED = with_reference_mask(cases() + [("sliding_window", {"window": 5}), ("bswa", {"block": 4, "mem_blocks": 1}),
