@@ -61,6 +61,13 @@ class Capabilities:
         adds is measured against it (the report's own-span table). None: no such baseline."""
         return None
 
+    @classmethod
+    def same_as(cls, options: MechanismOptions) -> tuple[str, dict[str, Any]] | None:
+        """Another registered mechanism (name, options) that this configuration computes exactly (FAM with no
+        feedback tokens is BSWA): the report then finds it where that mechanism is asked for, e.g. as an own-span
+        baseline. None: it is only itself."""
+        return None
+
 
 class Mechanism(Capabilities, nn.Module):
     """Base class; subclasses set `name` and `Options` and implement the four state-machine methods."""

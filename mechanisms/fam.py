@@ -98,6 +98,13 @@ class FeedbackAttentionMemory(Mechanism):
     @classmethod
     def span_baseline(cls, options):
         return "bswa", {"block": options.block, "mem_blocks": options.mem_blocks}
+
+    @classmethod
+    def same_as(cls, options):
+        """With no feedback tokens the layer is BSWA, bit for bit (tests/mechanisms/test_fam.py)."""
+        if options.fam_tokens:
+            return None
+        return "bswa", {k: v for k, v in dataclasses.asdict(options).items() if k != "name"}
     Options = FAMOptions
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, **options) -> None:
@@ -229,6 +236,10 @@ class BlockSlidingWindow(FeedbackAttentionMemory):
     @classmethod
     def span_baseline(cls, options):
         return None  # it is the baseline
+
+    @classmethod
+    def same_as(cls, options):
+        return None  # it is only itself
 
     @classmethod
     def reference_mask(cls, options, length, device):

@@ -107,6 +107,17 @@ def _overview_table(pairs: pd.DataFrame, row: str) -> pd.DataFrame:
     return table.reindex(columns=columns).fillna("")
 
 
+def identity(name: str, options: dict) -> tuple[str, dict] | None:
+    """(mechanism, options) a run computes: its own, or the mechanism it equals (`same_as`: FAM with no feedback
+    tokens is BSWA). None for a mechanism (or option) this checkout does not know."""
+    try:
+        cls = mechanisms.get(name)
+        same = cls.same_as(mechanisms.options(name, **options))
+    except (ConfigError, TypeError):
+        return None
+    return same if same is not None else (name, options)
+
+
 def baseline_overview(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each memory mechanism against its own-span baseline (the mechanism's `span_baseline`: Infini against the
     sliding window with W = segment, FAM against BSWA with the same blocks), where a memory claim lives; same
@@ -114,18 +125,17 @@ def baseline_overview(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> 
     cells = regimes(df)
     uncalibrated = uncalibrated_tasks(df)
     options = {label: g["options"].iloc[0] or {} for label, g in cells.groupby("mechanism")}
+    known = {label: identity(base_name(label), options[label]) for label in options}
+    known = {label: value for label, value in known.items() if value is not None}
     parts = []
-    for label in ordered(options):
-        try:
-            cls = mechanisms.get(base_name(label))
-            target = cls.span_baseline(mechanisms.options(base_name(label), **options[label]))
-        except (ConfigError, TypeError):  # a mechanism (or option) this checkout does not know
-            continue
+    for label in ordered(known):
+        name, opts = known[label]
+        target = mechanisms.get(name).span_baseline(mechanisms.options(name, **opts))
         if target is None:
             continue
         name, wanted = target
-        matches = [b for b in ordered(options) if base_name(b) == name
-                   and all(options[b].get(k) == v for k, v in wanted.items())]
+        matches = [b for b in ordered(known) if known[b][0] == name
+                   and all(known[b][1].get(k) == v for k, v in wanted.items())]
         for base in matches[:1]:
             pairs = paired(cells[cells["mechanism"].isin([label, base])], samples, by="regime", reference=base)
             if not pairs.empty:

@@ -25,6 +25,7 @@ EXTRA: list[tuple[str, dict[str, Any]]] = [
     ("infini", {"segment": 5, "update": "delta"}),
     ("fam", {"block": 6, "mem_blocks": 1, "fam_tokens": 2}),
     ("fam", {"block": 4, "mem_blocks": 0, "fam_tokens": 4}),
+    ("fam", {"block": 6, "mem_blocks": 1, "fam_tokens": 0}),  # BSWA by another name (`same_as`)
 ]
 
 

@@ -110,6 +110,22 @@ def test_reference_mask_is_what_the_layer_computes(name, opts):
         torch.testing.assert_close(stream(m, x, sizes)[0], expected, atol=1e-12, rtol=0)
 
 
+def same_as(name, opts):
+    return mechanisms.get(name).same_as(mechanisms.options(name, **opts))
+
+
+@pytest.mark.parametrize("name,opts", params([(n, o) for n, o in CASES if same_as(n, o)]))
+def test_a_mechanism_computes_exactly_what_it_declares_itself_the_same_as(name, opts):
+    """`same_as` lets the report take one run for another (FAM with no feedback tokens as BSWA): bit for bit."""
+    other, other_opts = same_as(name, opts)
+    a, b = make(name, opts, torch.float64), make(other, other_opts, torch.float64)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, length_for(name, opts), D, dtype=torch.float64)
+    for pattern in ("segments", "unaligned"):
+        sizes = chunk_sizes(pattern, x.shape[1])
+        torch.testing.assert_close(stream(a, x, sizes)[0], stream(b, x, sizes)[0], atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("name", mechanisms.names())
 def test_unknown_options_are_refused_with_the_key_named(name):
     with pytest.raises(ConfigError, match="not_an_option"):

@@ -194,19 +194,32 @@ def test_the_one_screen_verdict_pools_each_regime_and_leaves_uncalibrated_famili
     assert list(overview.index) == ["sliding_window", "rag"]
 
 
+def passkey_runs(runs):
+    """Records of (mechanism, options, exact match) runs at one length in and one beyond a 256-token training."""
+    return cells([{"mechanism": mech, "options": options, "task": "passkey", "metric": "exact_match", "seed": 0,
+                   "context_length": length, "train_length": 256, "n": 100, "depth": None, "subtask": None,
+                   "data_hash": f"d{length}", "value": value, "model": "m", "sweep": "s",
+                   "config_hash": f"{mech}{options}", "run_id": "r", "git_sha": "g", "created_at": "t",
+                   "state_bytes": None, "tokens_per_s": None}
+                  for mech, options, value in runs for length in (128, 512)])
+
+
 def test_memory_mechanisms_are_judged_against_their_own_span_baseline():
     """Infini (segment 64) against the sliding window with W = 64, not the one with W = 128; BSWA has no baseline."""
-    rows = []
-    for mech, options, value in (("full", {}, 1.0), ("infini", {"segment": 64}, 0.9),
-                                 ("sliding_window", {"window": 64}, 0.5), ("sliding_window", {"window": 128}, 0.9),
-                                 ("bswa", {"block": 32, "mem_blocks": 1}, 0.5)):
-        for length in (128, 512):
-            rows.append({"mechanism": mech, "options": options, "task": "passkey", "metric": "exact_match",
-                         "seed": 0, "context_length": length, "train_length": 256, "n": 100, "depth": None,
-                         "subtask": None, "data_hash": f"d{length}", "value": value, "model": "m", "sweep": "s",
-                         "config_hash": f"{mech}{options}", "run_id": "r", "git_sha": "g", "created_at": "t",
-                         "state_bytes": None, "tokens_per_s": None})
-    df = cells(rows)
-    table = tables.baseline_overview(df)
+    table = tables.baseline_overview(passkey_runs((
+        ("full", {}, 1.0), ("infini", {"segment": 64}, 0.9), ("sliding_window", {"window": 64}, 0.5),
+        ("sliding_window", {"window": 128}, 0.9), ("bswa", {"block": 32, "mem_blocks": 1}, 0.5))))
     assert list(table.index) == ["infini − sliding_window(window=64)"]
     assert table.iloc[0]["passkey · in length"].startswith("better +0.40")
+
+
+def test_fam_is_judged_against_fam_with_no_feedback_tokens_where_no_bswa_ran():
+    """FAM with F = 0 is BSWA bit for bit (`same_as`), so a FAM sweep over F (capacity_fam) carries its own
+    baseline: F = 4 is paired with F = 0, and F = 0 is not paired with itself."""
+    table = tables.baseline_overview(passkey_runs((
+        ("full", {}, 1.0), ("fam", {"block": 16, "fam_tokens": 4}, 0.8), ("fam", {"block": 16, "fam_tokens": 0}, 0.6),
+        ("fam", {"block": 32, "fam_tokens": 0}, 0.9))))
+    assert len(table) == 1
+    pair = table.index[0]
+    assert "fam_tokens=4" in pair and pair.split(" − ")[1].startswith("fam(") and "block=16" in pair.split(" − ")[1]
+    assert table.iloc[0]["passkey · in length"].startswith("better +0.20")
