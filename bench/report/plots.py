@@ -1,5 +1,6 @@
 """Report figures (matplotlib, PNG + SVG), one colour per mechanism in every figure: accuracy vs context length,
-needle depth x length heatmaps, perplexity by position, quality vs carried state (Pareto), recall vs key-to-query
+needle depth x length heatmaps, perplexity by position, quality vs carried state (Pareto) and vs evaluation seconds
+per sample (test-time training included), recall vs key-to-query
 distance (tasks whose samples keep per-query outcomes, such as mqar), and efficiency."""
 
 from __future__ import annotations
@@ -120,20 +121,41 @@ def perplexity_by_position(est: pd.DataFrame, out: Path) -> list[Path]:
 def quality_vs_state(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Path]:
     """Pareto view: each mechanism's score against the bytes it carries, one point per context length."""
     state = df.groupby(["task", "mechanism", "context_length"])["state_bytes"].max()
+    return _quality_against(est, state, "carried state (bytes)", "memory", out, "quality_vs_state")
+
+
+def _quality_against(est: pd.DataFrame, x: pd.Series, xlabel: str, what: str, out: Path, stem: str) -> list[Path]:
+    """Score (log x) against `x`, a value per (task, mechanism, context length), for each task's depth metric."""
     paths = []
     for (task, metric), sub in est.groupby(["task", "metric"]):
-        sub = sub.join(state, on=["task", "mechanism", "context_length"]).dropna(subset=["state_bytes"])
+        sub = sub.join(x, on=["task", "mechanism", "context_length"]).dropna(subset=[x.name])
         if sub.empty or metric != DEPTH_METRIC:
             continue
         fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-        labels = ordered(sub["mechanism"])
-        _lines(ax, sub, "state_bytes", "mean", labels)
-        for x, y, length in sub[["state_bytes", "mean", "context_length"]].itertuples(index=False):
-            ax.annotate(str(length), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set(xscale="log", xlabel="carried state (bytes)", ylabel=metric, title=f"{task}: {metric} vs memory")
+        _lines(ax, sub, x.name, "mean", ordered(sub["mechanism"]))
+        for x_value, y, length in sub[[x.name, "mean", "context_length"]].itertuples(index=False):
+            ax.annotate(str(length), (x_value, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set(xscale="log", xlabel=xlabel, ylabel=metric, title=f"{task}: {metric} vs {what}")
         ax.legend(fontsize=7)
-        paths += save(fig, out, f"quality_vs_state_{task}_{metric}")
+        paths += save(fig, out, f"{stem}_{task}_{metric}")
     return paths
+
+
+def seconds_per_sample(df: pd.DataFrame) -> pd.Series:
+    """Evaluation seconds per sample of each (task, mechanism, context length), the median over its cells: the
+    context's tokens over the cell's measured tokens/s, so a memory trained at test time (weights_lora) pays for
+    its adaptation here, as retrieval pays for its search."""
+    cells = df.dropna(subset=["tokens_per_s", "context_length"])
+    cells = cells[cells["tokens_per_s"] > 0]
+    seconds = cells["context_length"] / cells["tokens_per_s"]
+    return seconds.groupby([cells["task"], cells["mechanism"], cells["context_length"]]).median().rename(
+        "seconds_per_sample")
+
+
+def quality_vs_cost(df: pd.DataFrame, est: pd.DataFrame, out: Path) -> list[Path]:
+    """Each mechanism's score against what a sample costs to evaluate, one point per context length."""
+    return _quality_against(est, seconds_per_sample(df), "evaluation seconds per sample (test-time training included)",
+                            "cost", out, "quality_vs_cost")
 
 
 def query_distances(df: pd.DataFrame, samples: pd.DataFrame | None) -> pd.DataFrame:
@@ -202,4 +224,5 @@ def efficiency(df: pd.DataFrame, out: Path) -> list[Path]:
 def write_plots(df: pd.DataFrame, est: pd.DataFrame, out: Path, samples: pd.DataFrame | None = None) -> list[Path]:
     out = out / "plots"
     return (accuracy_vs_length(df, est, out) + depth_heatmaps(df, out) + perplexity_by_position(est, out)
-            + quality_vs_state(df, est, out) + recall_vs_distance(df, samples, out) + efficiency(df, out))
+            + quality_vs_state(df, est, out) + quality_vs_cost(df, est, out) + recall_vs_distance(df, samples, out)
+            + efficiency(df, out))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import build_report, sanity, tables
+from bench.report import build_report, plots, sanity, tables
 from bench.report.stats import estimate, paired_difference
 from bench.results.records import FIELDS
 from bench.results.summary import cells
@@ -115,7 +115,8 @@ def test_report_writes_every_table_figure_and_the_dashboard(tmp_path):
     figures = sorted(p.name for p in (tmp_path / "report" / "plots").iterdir())
     stems = {"accuracy_vs_length_passkey_exact_match", "depth_heatmap_passkey", "perplexity_by_position_perplexity",
              "quality_vs_state_passkey_exact_match", "efficiency", "accuracy_vs_length_longqa-single_fact_exact_match",
-             "quality_vs_state_longqa-single_fact_exact_match"}
+             "quality_vs_state_longqa-single_fact_exact_match", "quality_vs_cost_passkey_exact_match",
+             "quality_vs_cost_longqa-single_fact_exact_match"}
     assert figures == sorted(f"{s}.{ext}" for s in stems for ext in ("png", "svg"))
     assert all((tmp_path / "report" / "plots" / f).stat().st_size > 1000 for f in figures)
     for name in ("passkey_exact_match.md", "passkey_exact_match.csv", "passkey_exact_match.tex",
@@ -202,6 +203,15 @@ def passkey_runs(runs):
                    "config_hash": f"{mech}{options}", "run_id": "r", "git_sha": "g", "created_at": "t",
                    "state_bytes": None, "tokens_per_s": None}
                   for mech, options, value in runs for length in (128, 512)])
+
+
+def test_seconds_per_sample_charge_a_cell_its_whole_evaluation_time():
+    """A memory that trains at test time evaluates fewer tokens per second, so each sample costs it more."""
+    df = passkey_runs((("full", {}, 1.0), ("weights_lora", {}, 0.9)))
+    df["tokens_per_s"] = df["mechanism"].map({"full": 1000.0, "weights_lora": 50.0})
+    cost = plots.seconds_per_sample(df)
+    assert cost["passkey", "full", 512] == pytest.approx(0.512)
+    assert cost["passkey", "weights_lora", 128] == pytest.approx(2.56)
 
 
 def test_memory_mechanisms_are_judged_against_their_own_span_baseline():
