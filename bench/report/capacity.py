@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from bench.report.palette import colour, ordered, style  # noqa: E402
 from bench.report.plots import local_span, query_distances, save  # noqa: E402
-from bench.report.tables import higher_is_better  # noqa: E402
+from bench.report.tables import MIN_SEEDS, higher_is_better  # noqa: E402
 from bench.results.summary import base_name  # noqa: E402
 
 LR_MARK = "@lr"  # bench/harness/runner.py: a non-default learning rate in the model name
@@ -82,7 +82,6 @@ def frontier_table(df: pd.DataFrame, est: pd.DataFrame) -> pd.DataFrame:
     return best.sort_values(["task", "metric", "context_length", "curve", "state_bytes", "point"])[columns]
 
 
-MIN_SEEDS = 3  # a comparison claim needs an interval over at least this many training seeds
 
 
 EQUAL_STATE = 1.1  # states within 10% count as equal (Infini's 33,280 bytes at segment 16 against W=32's 32,768)

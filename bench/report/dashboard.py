@@ -34,11 +34,12 @@ def _html_table(table: pd.DataFrame) -> str:
 
 def _verdict_html(overview: pd.DataFrame, row: str = "mechanism", links: dict[tuple[str, str], str] | None = None
                   ) -> str:
-    """The one-screen verdict with each cell coloured by its verdict (better / worse / tie / uncalibrated) and
+    """The one-screen verdict with each cell coloured by its verdict (better / worse / tie / uncalibrated; a probe,
+    backed by fewer than MIN_SEEDS training seeds, stays uncoloured) and
     linked to the page of the row mechanism's missed samples on that family (`bench.report.misses`)."""
     def cell(text: str, label: str, column: str) -> str:
         kind = text.split(" ", 1)[0] if text else ""
-        kind = kind if kind in ("better", "worse", "tie", "uncalibrated") else "na"
+        kind = kind if kind in ("better", "worse", "tie", "uncalibrated") and "(probe:" not in text else "na"
         span = f'<span class="v-{kind}">{html.escape(text)}</span>'
         target = (links or {}).get((label.split(" − ")[0], column.split(" · ")[0]))
         return f'<a href="{html.escape(target)}">{span}</a>' if target and text else span

@@ -54,6 +54,17 @@ def estimates(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+MIN_SEEDS = 3  # a comparison claim needs an interval over at least this many training seeds
+
+
+def training_seeds(cells: pd.DataFrame) -> float:
+    """How many training seeds the cells pool; infinite for a pretrained model evaluated as it is (`hf-<name>`
+    without `-lora`), which has no training seed to vary and is never a probe for lack of one."""
+    model = cells["model"].astype(str) if "model" in cells else pd.Series("", index=cells.index)
+    trained = cells[~(model.str.startswith("hf-") & ~model.str.contains("-lora"))]
+    return trained["seed"].nunique() if len(trained) else math.inf
+
+
 def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "context_length",
            reference: str = REFERENCE) -> pd.DataFrame:
     """Every mechanism minus `reference` (full attention) on the cells both scored on the same samples: a paired
@@ -77,7 +88,8 @@ def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "con
                 if task in uncalibrated:
                     judged = f"uncalibrated ({REFERENCE}: {uncalibrated[task]:.2f})"
                 rows.append({"task": task, "metric": metric, "mechanism": mech, by: length,
-                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": judged})
+                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": judged,
+                             "seeds": min(training_seeds(cells), training_seeds(ref))})
     return pd.DataFrame(rows)
 
 
@@ -100,8 +112,9 @@ def _overview_table(pairs: pd.DataFrame, row: str) -> pd.DataFrame:
     if pairs.empty:
         return pd.DataFrame()
     pairs = pairs.assign(column=pairs["task"] + " · " + pairs["regime"], text=[
-        v if v.startswith("no interval") else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-        for v, d, lo, hi in pairs[["verdict", "diff", "low", "high"]].itertuples(index=False)])
+        (v if v.startswith("no interval") else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        + (f" (probe: {seeds} seed{'s' * (seeds > 1)})" if seeds < MIN_SEEDS else "")
+        for v, d, lo, hi, seeds in pairs[["verdict", "diff", "low", "high", "seeds"]].itertuples(index=False)])
     table = pairs.pivot(index=row, columns="column", values="text")
     columns = sorted(table.columns, key=lambda c: (c.split(" · ")[0], c.endswith("beyond")))
     return table.reindex(columns=columns).fillna("")

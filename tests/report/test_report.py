@@ -191,8 +191,12 @@ def test_the_one_screen_verdict_pools_each_regime_and_leaves_uncalibrated_famili
     overview = tables.verdict_overview(pd.DataFrame(rows))
     assert list(overview.columns) == ["passkey · in length", "passkey · beyond"]
     assert overview.loc["sliding_window", "passkey · in length"].startswith("worse -0.50")
-    assert overview.loc["rag", "passkey · beyond"] == "tie +0.00 [+0.00, +0.00]"
+    assert overview.loc["rag", "passkey · beyond"] == "tie +0.00 [+0.00, +0.00] (probe: 1 seed)"
     assert list(overview.index) == ["sliding_window", "rag"]
+    three = pd.DataFrame([{**r, "seed": seed} for r in rows for seed in (1, 2, 3)])
+    assert tables.verdict_overview(three).loc["rag", "passkey · beyond"] == "tie +0.00 [+0.00, +0.00]"
+    pretrained = pd.DataFrame(rows).assign(model="hf-gpt2")  # nothing was trained: no seed to vary
+    assert tables.verdict_overview(pretrained).loc["rag", "passkey · beyond"] == "tie +0.00 [+0.00, +0.00]"
 
 
 def passkey_runs(runs):
@@ -233,3 +237,13 @@ def test_fam_is_judged_against_fam_with_no_feedback_tokens_where_no_bswa_ran():
     pair = table.index[0]
     assert "fam_tokens=4" in pair and pair.split(" − ")[1].startswith("fam(") and "block=16" in pair.split(" − ")[1]
     assert table.iloc[0]["passkey · in length"].startswith("better +0.20")
+
+
+def test_the_dashboard_leaves_a_probe_verdict_uncoloured():
+    """A verdict backed by fewer than MIN_SEEDS training seeds is shown, but not coloured as a finding."""
+    from bench.report.dashboard import _verdict_html
+    overview = pd.DataFrame({"passkey · beyond": ["better +0.30 [+0.20, +0.40]",
+                                                  "better +0.30 [+0.20, +0.40] (probe: 1 seed)"]},
+                            index=["rag", "infini"])
+    page = _verdict_html(overview)
+    assert page.count('class="v-better"') == 1 and page.count('class="v-na"') == 1

@@ -235,7 +235,8 @@ def aggregate_estimates(df):
 
 
 def aggregate_paired(df):
-    """tables.paired as it was before samples were kept (verbatim, plus the calibration flag it gained since)."""
+    """tables.paired as it was before samples were kept (verbatim, plus the calibration flag and the seed count it
+    gained since)."""
     rows = []
     uncalibrated = tables.uncalibrated_tasks(df)
     for (task, metric, length), group in df.groupby(["task", "metric", "context_length"]):
@@ -247,7 +248,8 @@ def aggregate_paired(df):
                 if task in uncalibrated:
                     judged = f"uncalibrated ({tables.REFERENCE}: {uncalibrated[task]:.2f})"
                 rows.append({"task": task, "metric": metric, "mechanism": mech, "context_length": length,
-                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": judged})
+                             "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": judged,
+                             "seeds": min(cells_["seed"].nunique(), ref["seed"].nunique())})
     return pd.DataFrame(rows)
 
 
