@@ -58,11 +58,20 @@ MIN_SEEDS = 3  # a comparison claim needs an interval over at least this many tr
 
 
 def training_seeds(cells: pd.DataFrame) -> float:
-    """How many training seeds the cells pool; infinite for a pretrained model evaluated as it is (`hf-<name>`
+    """How many training seeds the cells pool, the fewest at any one length (a sweep with seed 1 at one length and
+    seeds 2-3 at another is not three seeds); infinite for a pretrained model evaluated as it is (`hf-<name>`
     without `-lora`), which has no training seed to vary and is never a probe for lack of one."""
     model = cells["model"].astype(str) if "model" in cells else pd.Series("", index=cells.index)
     trained = cells[~(model.str.startswith("hf-") & ~model.str.contains("-lora"))]
-    return trained["seed"].nunique() if len(trained) else math.inf
+    if trained.empty:
+        return math.inf
+    return trained.groupby(trained["context_length"].fillna(-1))["seed"].nunique().min()
+
+
+def seeds_column(a: float, b: float) -> int | None:
+    """The seeds a comparison rests on, as the tables write it: None where neither side was trained."""
+    fewest = min(a, b)
+    return None if math.isinf(fewest) else int(fewest)
 
 
 def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "context_length",
@@ -89,7 +98,7 @@ def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "con
                     judged = f"uncalibrated ({REFERENCE}: {uncalibrated[task]:.2f})"
                 rows.append({"task": task, "metric": metric, "mechanism": mech, by: length,
                              "diff": d.mean, "low": d.low, "high": d.high, "n": d.n, "verdict": judged,
-                             "seeds": min(training_seeds(cells), training_seeds(ref))})
+                             "seeds": seeds_column(training_seeds(cells), training_seeds(ref))})
     return pd.DataFrame(rows)
 
 
@@ -113,7 +122,7 @@ def _overview_table(pairs: pd.DataFrame, row: str) -> pd.DataFrame:
         return pd.DataFrame()
     pairs = pairs.assign(column=pairs["task"] + " · " + pairs["regime"], text=[
         (v if v.startswith("no interval") else f"{v} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
-        + (f" (probe: {seeds} seed{'s' * (seeds > 1)})" if seeds < MIN_SEEDS else "")
+        + (f" (probe: {int(seeds)} seed{'s' * (seeds > 1)})" if pd.notna(seeds) and seeds < MIN_SEEDS else "")
         for v, d, lo, hi, seeds in pairs[["verdict", "diff", "low", "high", "seeds"]].itertuples(index=False)])
     table = pairs.pivot(index=row, columns="column", values="text")
     columns = sorted(table.columns, key=lambda c: (c.split(" · ")[0], c.endswith("beyond")))
@@ -134,10 +143,13 @@ def identity(name: str, options: dict) -> tuple[str, dict] | None:
 def baseline_overview(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each memory mechanism against its own-span baseline (the mechanism's `span_baseline`: Infini against the
     sliding window with W = segment, FAM against BSWA with the same blocks), where a memory claim lives; same
-    layout as `verdict_overview`, rows '<mechanism> − <baseline>'. Only pairs both present in the records."""
+    layout as `verdict_overview`, rows '<mechanism> − <baseline>'. Only pairs both present in the records, and
+    run as the same models (training budget, learning rate)."""
     cells = regimes(df)
     uncalibrated = uncalibrated_tasks(df)
     options = {label: g["options"].iloc[0] or {} for label, g in cells.groupby("mechanism")}
+    # the models (budget, learning rate) a label ran as: a baseline must have run as the same ones
+    models = {label: frozenset(g["model"]) if "model" in g else frozenset() for label, g in cells.groupby("mechanism")}
     known = {label: identity(base_name(label), options[label]) for label in options}
     known = {label: value for label, value in known.items() if value is not None}
     parts = []
@@ -147,7 +159,7 @@ def baseline_overview(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> 
         if target is None:
             continue
         name, wanted = target
-        matches = [b for b in ordered(known) if known[b][0] == name
+        matches = [b for b in ordered(known) if known[b][0] == name and models[b] == models[label]
                    and all(known[b][1].get(k) == v for k, v in wanted.items())]
         for base in matches[:1]:
             pairs = paired(cells[cells["mechanism"].isin([label, base])], samples, by="regime", reference=base)

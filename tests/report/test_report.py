@@ -197,25 +197,31 @@ def test_the_one_screen_verdict_pools_each_regime_and_leaves_uncalibrated_famili
     assert tables.verdict_overview(three).loc["rag", "passkey · beyond"] == "tie +0.00 [+0.00, +0.00]"
     pretrained = pd.DataFrame(rows).assign(model="hf-gpt2")  # nothing was trained: no seed to vary
     assert tables.verdict_overview(pretrained).loc["rag", "passkey · beyond"] == "tie +0.00 [+0.00, +0.00]"
+    mixed = pd.concat([pretrained, pd.DataFrame(rows).assign(mechanism=lambda d: d["mechanism"].where(
+        d["mechanism"] == "full", d["mechanism"] + "_trained"))])  # a trained pair next to a pretrained one
+    assert tables.verdict_overview(mixed).loc["rag_trained", "passkey · beyond"].endswith("(probe: 1 seed)")
+    spread = pd.DataFrame([{**r, "seed": {128: 1, 200: 2, 512: 3}[r["context_length"]]} for r in rows])
+    assert tables.verdict_overview(spread).loc["rag", "passkey · in length"].endswith("(probe: 1 seed)")
 
 
 def passkey_runs(runs):
-    """Records of (mechanism, options, exact match) runs at one length in and one beyond a 256-token training."""
+    """Records of (mechanism, options, exact match[, model]) runs at one length in and one beyond a 256-token
+    training."""
     return cells([{"mechanism": mech, "options": options, "task": "passkey", "metric": "exact_match", "seed": 0,
                    "context_length": length, "train_length": 256, "n": 100, "depth": None, "subtask": None,
-                   "data_hash": f"d{length}", "value": value, "model": "m", "sweep": "s",
-                   "config_hash": f"{mech}{options}", "run_id": "r", "git_sha": "g", "created_at": "t",
+                   "data_hash": f"d{length}", "value": value, "model": model[0] if model else "m", "sweep": "s",
+                   "config_hash": f"{mech}{options}{model}", "run_id": "r", "git_sha": "g", "created_at": "t",
                    "state_bytes": None, "tokens_per_s": None}
-                  for mech, options, value in runs for length in (128, 512)])
+                  for mech, options, value, *model in runs for length in (128, 512)])
 
 
-def test_seconds_per_sample_charge_a_cell_its_whole_evaluation_time():
-    """A memory that trains at test time evaluates fewer tokens per second, so each sample costs it more."""
+def test_evaluation_cost_charges_a_cell_its_whole_evaluation_time():
+    """A memory that trains at test time evaluates fewer tokens per second, so its tokens cost it more."""
     df = passkey_runs((("full", {}, 1.0), ("weights_lora", {}, 0.9)))
     df["tokens_per_s"] = df["mechanism"].map({"full": 1000.0, "weights_lora": 50.0})
-    cost = plots.seconds_per_sample(df)
-    assert cost["passkey", "full", 512] == pytest.approx(0.512)
-    assert cost["passkey", "weights_lora", 128] == pytest.approx(2.56)
+    cost = plots.seconds_per_kilotoken(df)
+    assert cost["passkey", "full", 512] == pytest.approx(1.0)
+    assert cost["passkey", "weights_lora", 128] == pytest.approx(20.0)
 
 
 def test_memory_mechanisms_are_judged_against_their_own_span_baseline():
@@ -225,6 +231,16 @@ def test_memory_mechanisms_are_judged_against_their_own_span_baseline():
         ("sliding_window", {"window": 128}, 0.9), ("bswa", {"block": 32, "mem_blocks": 1}, 0.5))))
     assert list(table.index) == ["infini − sliding_window(window=64)"]
     assert table.iloc[0]["passkey · in length"].startswith("better +0.40")
+
+
+def test_an_own_span_baseline_is_the_run_at_the_same_learning_rate():
+    """With the window at two learning rates, Infini at 3e-3 is judged against the window at 3e-3 only."""
+    table = tables.baseline_overview(passkey_runs((
+        ("full", {}, 1.0, "m@lr0.001"), ("full", {}, 1.0, "m@lr0.003"),
+        ("sliding_window", {"window": 16}, 0.9, "m@lr0.001"), ("sliding_window", {"window": 16}, 0.5, "m@lr0.003"),
+        ("infini", {"segment": 16}, 0.8, "m@lr0.003"))))
+    assert len(table) == 1 and table.index[0].endswith("m@lr0.003"), table.index
+    assert table.iloc[0]["passkey · in length"].startswith("better +0.30")
 
 
 def test_fam_is_judged_against_fam_with_no_feedback_tokens_where_no_bswa_ran():
