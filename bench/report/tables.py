@@ -147,10 +147,10 @@ def baseline_overview(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> 
     run as the same models (training budget, learning rate)."""
     cells = regimes(df)
     uncalibrated = uncalibrated_tasks(df)
-    options = {label: g["options"].iloc[0] or {} for label, g in cells.groupby("mechanism")}
+    runs = dict(list(cells.groupby("mechanism")))
     # the models (budget, learning rate) a label ran as: a baseline must have run as the same ones
-    models = {label: frozenset(g["model"]) if "model" in g else frozenset() for label, g in cells.groupby("mechanism")}
-    known = {label: identity(base_name(label), options[label]) for label in options}
+    models = {label: frozenset(g["model"]) if "model" in g else frozenset() for label, g in runs.items()}
+    known = {label: identity(base_name(label), g["options"].iloc[0] or {}) for label, g in runs.items()}
     known = {label: value for label, value in known.items() if value is not None}
     parts = []
     for label in ordered(known):
