@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.report import build_report, plots, sanity, tables
-from bench.report.stats import estimate, paired_difference
+from bench.report.stats import estimate, paired_difference, wilson
 from bench.results.records import FIELDS
 from bench.results.summary import cells
 
@@ -55,7 +55,9 @@ def test_bootstrap_interval_contains_the_mean_and_shrinks_with_n():
     assert small.low < 0.5 < small.high and large.low < 0.5 < large.high
     assert (large.high - large.low) < (small.high - small.low) / 5
     certain = estimate(pd.DataFrame({"value": [1.0, 1.0], "n": [20, 30], "seed": [1, 1]}))
-    assert (certain.mean, certain.low, certain.high, certain.n) == (1.0, 1.0, 1.0, 50)
+    # 50 of 50 right is not certainty: the Wilson floor, as for per-sample intervals (bench/report/stats.py)
+    assert (certain.mean, certain.high, certain.n) == (1.0, 1.0, 50)
+    assert certain.low == pytest.approx(wilson(1.0, 50)[0]) and 0.9 < certain.low < 0.95
     seeds = estimate(pd.DataFrame({"value": [0.2, 0.4, 0.6], "n": [10, 10, 10], "seed": [1, 2, 3]}))
     assert seeds.mean == pytest.approx(0.4) and 0.2 <= seeds.low < 0.4 < seeds.high <= 0.6
     unbounded = estimate(pd.DataFrame({"value": [25.0], "n": [100], "seed": [1]}))
