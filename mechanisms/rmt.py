@@ -12,8 +12,12 @@ mechanism (a model-level wrapper such as RAG only reads with an already trained 
 `SegmentRecurrence` that the backbone hosts: the layers are full attention (continued from the base model like
 every mechanism's), and this module runs them segment by segment.
 
-Conventions, as implemented: the memory is the last block's output at the write slots (before the final norm),
-fed back as input embeddings; positions (RoPE) restart in every segment (read memory 0..M-1, tokens M..M+S-1,
+Conventions, as implemented: the memory is the stack's final hidden state at the write slots, after the final
+norm (what the reference code reads as a Hugging Face model's `hidden_states[-1]`, which comes after GPT-2's ln_f),
+fed back as input embeddings. Not before the norm: the residual stream adds to the memory in every segment, so a
+pre-norm memory grows without bound (a model trained that way from scratch wrote memories of RMS 1.2 after one
+segment and 13.6 after eight, against token embeddings of 0.14; their gradient, clipped with the rest, stalled
+training on MQAR at the unigram loss); positions (RoPE) restart in every segment (read memory 0..M-1, tokens M..M+S-1,
 write slots M+S..2M+S-1), so every segment looks the same to the layers; gradients flow through the memory across
 `bptt_segments` segments (truncated BPTT, the memory detached every `bptt_segments` segments; 0: through every
 segment of a training row). Streaming state: the memory, plus the K/V caches of the current segment so far
@@ -95,7 +99,7 @@ class RecurrentMemory(SegmentRecurrence):
                 out, _ = stack.run_blocks(torch.cat([memory, x, memory], 1), stack.layer_states(b),
                                           torch.arange(2 * m + s, device=device))
                 logits.append(stack.head_logits(out[:, m : m + s]))
-                written = out[:, m + s :]
+                written = stack.final_norm(out[:, m + s :])
             else:  # a piece: the segment's caches carry between calls
                 if filled == 0:
                     _, layers = stack.run_blocks(memory, stack.layer_states(b), torch.arange(m, device=device))
@@ -104,6 +108,7 @@ class RecurrentMemory(SegmentRecurrence):
                 written = None
                 if completes:
                     written, _ = stack.run_blocks(memory, layers, torch.arange(m + s, 2 * m + s, device=device))
+                    written = stack.final_norm(written)
             if completes:
                 memory, layers, since = written, None, since + 1
                 if not torch.is_grad_enabled():

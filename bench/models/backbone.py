@@ -85,6 +85,11 @@ class LayerStack(nn.Module):
         `segment_recurrence`; None: the plain pass."""
         return self._modules.get("segment_recurrence")
 
+    def final_norm(self, x: Tensor) -> Tensor:
+        """The last blocks' output as the head reads it: the stack's final norm (also what RMT writes as memory,
+        as its reference does with a Hugging Face model's last hidden state)."""
+        raise NotImplementedError
+
     def head_logits(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -156,8 +161,11 @@ class Backbone(LayerStack):
             if name.endswith(("mixer.out.weight", "mlp.down.weight")):
                 nn.init.normal_(p, std=0.02 / (2 * spec.n_layers) ** 0.5)
 
+    def final_norm(self, x: Tensor) -> Tensor:
+        return self.norm(x)
+
     def head_logits(self, x: Tensor) -> Tensor:
-        return self.head(self.norm(x))
+        return self.head(self.final_norm(x))
 
 
 def _init_weights(module: nn.Module) -> None:

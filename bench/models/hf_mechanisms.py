@@ -69,8 +69,11 @@ class MechanismLM(LayerStack):
             layer.self_attn = nn.Identity()  # its weights now live in the mixer
         self.blocks = nn.ModuleList(blocks)
 
+    def final_norm(self, x: Tensor) -> Tensor:
+        return self.hf.model.norm(x)
+
     def head_logits(self, x: Tensor) -> Tensor:
-        return self.hf.lm_head(self.hf.model.norm(x))
+        return self.hf.lm_head(self.final_norm(x))
 
 
 @torch.no_grad()

@@ -22,7 +22,8 @@ def model(dtype=torch.float64, **options):
 
 def literal_segments(m: Backbone, tokens: torch.Tensor) -> torch.Tensor:
     """The paper's loop: every segment of S tokens is read as [memory, tokens, memory] with positions from 0, and
-    the last layer's outputs at the trailing memory slots are the next segment's memory."""
+    the last hidden states at the trailing memory slots, after the final norm (the reference's `hidden_states[-1]`),
+    are the next segment's memory."""
     memory = m.segment_recurrence.initial_memory.unsqueeze(0).expand(tokens.shape[0], -1, -1)
     logits = []
     for k in range(0, tokens.shape[1], S):
@@ -31,7 +32,7 @@ def literal_segments(m: Backbone, tokens: torch.Tensor) -> torch.Tensor:
         sequence = torch.cat([memory, m.embed(seg), memory], 1) if n == S else torch.cat([memory, m.embed(seg)], 1)
         out, _ = m.run_blocks(sequence, m.layer_states(tokens.shape[0]), torch.arange(sequence.shape[1]))
         logits.append(m.head_logits(out[:, M : M + n]))
-        memory = out[:, M + S :]
+        memory = m.norm(out[:, M + S :])
     return torch.cat(logits, 1)
 
 
@@ -100,3 +101,23 @@ def test_its_layers_continue_a_full_attention_base_and_it_has_no_per_layer_form(
 def test_a_stream_cannot_start_mid_segment_without_its_state():
     with pytest.raises(ValueError, match="mid-segment"):
         model()(torch.randint(0, 50, (1, 4)), None, 3)
+
+
+def test_the_written_memory_stays_bounded_however_many_segments_it_crosses():
+    """The memory is written after the final norm, so no segment can grow it: every written vector's RMS is at
+    most the norm's largest weight. Written before the norm (the first version), a memory fed back as input gains
+    the residual stream's updates in every segment; with blocks whose updates are large (here: weights x 4, as
+    training made them) it grew 10x over 40 segments."""
+    m = model(dtype=torch.float32)
+    with torch.no_grad():
+        for blk in m.blocks:
+            for p in blk.parameters():
+                if p.dim() == 2:
+                    p.mul_(4)
+    tokens = torch.randint(0, SPEC.vocab_size, (2, 40 * S), generator=torch.Generator().manual_seed(1))
+    state = m.init_states(2)
+    with torch.no_grad():
+        for k in range(0, tokens.shape[1], S):
+            _, state = m(tokens[:, k : k + S], state, k)
+            rms = state.memory.pow(2).mean(-1).sqrt()
+            assert rms.max() <= m.norm.weight.abs().max() * (1 + 1e-5)
