@@ -79,7 +79,8 @@ def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "con
     """Every mechanism minus `reference` (full attention) on the cells both scored on the same samples: a paired
     bootstrap over those samples when the cells of both sides have them, else from the records (sides redrawn
     independently). A task family full attention cannot do in its training length gets 'uncalibrated (full:
-    <score>)', not a verdict."""
+    <score>)', not a verdict. Only runs of the reference's own models (training budget, learning rate) are
+    paired with it: a mechanism trained 1000 steps is not judged against full attention trained 150."""
     rows = []
     index = index_samples(samples)
     uncalibrated = uncalibrated_tasks(df)
@@ -87,6 +88,8 @@ def paired(df: pd.DataFrame, samples: pd.DataFrame | None = None, by: str = "con
         ref = group[group["mechanism"] == reference]
         ref_units = entry_units(ref, samples, index, metric)
         for mech, cells in group[group["mechanism"] != reference].groupby("mechanism"):
+            if "model" in group and not set(cells["model"].astype(str)) <= set(ref["model"].astype(str)):
+                continue
             units = entry_units(cells, samples, index, metric) if ref_units is not None else None
             if units is not None:
                 d = sample_paired_difference(units, ref_units, metric)

@@ -245,6 +245,15 @@ def test_an_own_span_baseline_is_the_run_at_the_same_learning_rate():
     assert table.iloc[0]["passkey · in length"].startswith("better +0.30")
 
 
+def test_only_runs_of_the_references_budget_are_paired_with_it():
+    """Gated DeltaNet after 1000 steps is not judged against full attention after 150: only the 150-step run gets
+    a verdict."""
+    runs = passkey_runs((("full", {}, 1.0, "m+150"), ("gated_deltanet", {}, 0.0, "m+150"),
+                         ("gated_deltanet", {}, 1.0, "m+1000")))
+    pairs = tables.paired(runs)
+    assert not pairs.empty and set(pairs["mechanism"]) == {"gated_deltanet m+150"}, set(pairs["mechanism"])
+    assert (pairs["diff"] < 0).all()
+
 def test_fam_is_judged_against_fam_with_no_feedback_tokens_where_no_bswa_ran():
     """FAM with F = 0 is BSWA bit for bit (`same_as`), so a FAM sweep over F (capacity_fam) carries its own
     baseline: F = 4 is paired with F = 0, and F = 0 is not paired with itself."""
