@@ -33,7 +33,7 @@ def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     return sweeps.run(tmp_path, *overrides)
 
 
-@pytest.mark.slow  # 87 s
+@pytest.mark.slow  # ~210 s on a quiet machine (65 jobs: every mechanism on every task)
 def test_smoke_sweep_writes_complete_records_and_skips_finished_cells(tmp_path):
     done = run_cli(tmp_path, "-m", "sweep=smoke")
     assert done.returncode == 0, done.stderr[-3000:]
