@@ -16,8 +16,8 @@ Conventions, as implemented: the memory is the stack's final hidden state at the
 norm (what the reference code reads as a Hugging Face model's `hidden_states[-1]`, which comes after GPT-2's ln_f),
 fed back as input embeddings. Not before the norm: the residual stream adds to the memory in every segment, so a
 pre-norm memory grows without bound (a model trained that way from scratch wrote memories of RMS 1.2 after one
-segment and 13.6 after eight, against token embeddings of 0.14; their gradient, clipped with the rest, stalled
-training on MQAR at the unigram loss); positions (RoPE) restart in every segment (read memory 0..M-1, tokens M..M+S-1,
+segment and 13.6 after eight, against token embeddings of 0.14, and its gradient was 15 of the model's 19.8
+before clipping); positions (RoPE) restart in every segment (read memory 0..M-1, tokens M..M+S-1,
 write slots M+S..2M+S-1), so every segment looks the same to the layers; gradients flow through the memory across
 `bptt_segments` segments (truncated BPTT, the memory detached every `bptt_segments` segments; 0: through every
 segment of a training row). Streaming state: the memory, plus the K/V caches of the current segment so far
