@@ -48,6 +48,9 @@ class Capabilities:
     hf_support: ClassVar[str] = "none"
     # Rank in tables and plots (lower first); mechanisms without one follow, alphabetically.
     display_order: ClassVar[float] = math.inf
+    # Numeric options that set what the memory spends, not what it carries (weights_lora's test-time `steps`): the
+    # capacity frontier draws a curve per value of these instead of placing them on one curve as state settings.
+    compute_options: ClassVar[tuple[str, ...]] = ()
     # Options `make perf` measures it with at 1K-64K tokens (its defaults fill the rest).
     perf_options: ClassVar[dict[str, Any]] = {}
     # Continuing a full-attention base model (train.init=base): whether the base's attention weights (`qkv`, `out`)

@@ -8,7 +8,8 @@ Adding a mechanism (checklist; nothing else to edit):
    subclass (or `ModelLevel` for whole-model wrappers) decorated with `@register`, implementing `init_state`,
    `forward`, and optionally `stats` / `lr_multipliers` / `reference_mask`.
 2. Its capabilities as class attributes (base.Capabilities): `bounded_state`, `hf_support`, `display_order`,
-   `perf_options`. The sanity gates, HF support, ordering and `make perf` read them.
+   `perf_options`, `compute_options`. The sanity gates, HF support, ordering, `make perf` and the capacity frontier
+   read them.
 3. Optional `conf/mechanism/<name>.yaml` (`defaults: [/schema/mechanism/<name>@_here_, _self_]`, `name: <name>`).
 The invariant suites in tests/mechanisms/ are parametrised over `names()` and test it without being edited.
 From another package: the same file, plus an entry point `<name> = "yourpkg.module"` in the group

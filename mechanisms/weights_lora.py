@@ -72,6 +72,7 @@ class WeightsLoRA(ModelLevel):
     Options = WeightsLoRAOptions
     reader_mechanism = "full"
     bounded_state = True  # the adapters: the same bytes at any length
+    compute_options = ("steps", "lr")  # test-time training spent per context; the state is the adapters (rank)
 
     def __init__(self, reader: Any, **options: Any) -> None:
         from peft import LoraConfig, inject_adapter_in_model

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from bench.report.palette import colour, ordered, style  # noqa: E402
 from bench.report.plots import local_span, query_distances, save  # noqa: E402
 from bench.report.tables import MIN_SEEDS, higher_is_better  # noqa: E402
-from bench.results.summary import base_name  # noqa: E402
+from bench.results.summary import base_name, compute_options  # noqa: E402
 
 LR_MARK = "@lr"  # bench/harness/runner.py: a non-default learning rate in the model name
 
@@ -36,7 +36,7 @@ def _numeric(value) -> bool:
 
 
 def settings(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per mechanism label: `curve` (mechanism plus the non-numeric options that vary among its runs),
+    """One row per mechanism label: `curve` (mechanism plus the non-numeric options and the compute options that vary among its runs),
     `point` (the numeric options that vary, as text), `lr` (from the model name; 'default' when absent) and
     `setting` (everything but the learning rate: the labels that compete for a cell's best learning rate)."""
     first = df.drop_duplicates("mechanism").set_index("mechanism")
@@ -44,7 +44,7 @@ def settings(df: pd.DataFrame) -> pd.DataFrame:
     for name, group in first.groupby(first.index.map(base_name)):
         options = pd.DataFrame(list(group["options"].map(lambda o: o or {})), index=group.index)
         varying = [c for c in options.columns if options[c].astype(str).nunique() > 1]
-        knobs = [c for c in varying if options[c].map(_numeric).all()]
+        knobs = [c for c in varying if options[c].map(_numeric).all() and c not in compute_options(name)]
         kinds = [c for c in varying if c not in knobs]
         stems = group["model"].astype(str).str.partition(LR_MARK)[0]
         parts = stems.str.split("-", expand=True).fillna("").astype(str)  # parts that vary (h1/h2/h4: heads)

@@ -44,6 +44,14 @@ def display_rank(name: str) -> float:
         return float("inf")
 
 
+def compute_options(name: str) -> tuple[str, ...]:
+    """A mechanism's `compute_options` (mechanisms/base.py): knobs of cost, not of carried state."""
+    try:
+        return tuple(mechanisms.get(name).compute_options)
+    except ConfigError:
+        return ()
+
+
 def ordered(labels) -> list[str]:
     """Mechanism labels in their mechanisms' display order, then alphabetically."""
     return sorted(set(labels), key=lambda lab: (display_rank(base_name(lab)), lab))

@@ -111,3 +111,17 @@ def test_runs_told_apart_only_by_a_tag_stay_apart_and_odd_model_names_are_read()
     meta = settings(df).set_index("mechanism")
     assert meta.loc["sw(window=32) [A]", "setting"] != meta.loc["sw(window=32) [B]", "setting"]
     assert (meta.loc["full a", "point"], meta.loc["full b-lora8-100", "point"]) == ("a", "b, lora8, 100")
+
+
+def test_compute_options_start_curves_and_state_options_place_points():
+    """weights_lora's test-time `steps` sets what an answer costs, not what it carries: a curve per value, the rank
+    (the adapters' bytes) a point on each, so the frontier does not zigzag between budgets at one state."""
+    import pandas as pd
+
+    runs = [(rank, steps) for rank in (4, 16) for steps in (20, 60)]
+    df = pd.DataFrame({"mechanism": [f"weights_lora(rank={r}, steps={s})" for r, s in runs],
+                       "options": [{"rank": r, "steps": s, "lr": 0.01} for r, s in runs],
+                       "model": ["t-scratch100@lr0.003"] * len(runs)})
+    meta = settings(df).set_index("mechanism")
+    assert set(meta["curve"]) == {"weights_lora(steps=20)", "weights_lora(steps=60)"}
+    assert set(meta["point"]) == {"rank=4", "rank=16"}
