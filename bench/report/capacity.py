@@ -36,8 +36,8 @@ def _numeric(value) -> bool:
 
 
 def settings(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per mechanism label: `curve` (mechanism plus the non-numeric options and the compute options that vary among its runs),
-    `point` (the numeric options that vary, as text), `lr` (from the model name; 'default' when absent) and
+    """One row per mechanism label: `curve` (mechanism plus the non-numeric and compute options that vary among its
+    runs), `point` (the numeric options that vary, as text), `lr` (from the model name; 'default' when absent) and
     `setting` (everything but the learning rate: the labels that compete for a cell's best learning rate)."""
     first = df.drop_duplicates("mechanism").set_index("mechanism")
     rows = []

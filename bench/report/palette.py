@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.results.summary import base_name, display_rank, ordered  # noqa: E402, F401  (re-exported for the report)
 
-# tab10, then the darkest shade of each of tab20b's five hues: 15 colours, so that the registry's 13 ranked
-# mechanisms never share one (with tab10 alone, Mamba-2 drew in full attention's blue and RMT in Infini's green).
+# tab10, then the darkest shade of each of tab20b's five hues: the registry ranks more mechanisms than tab10 has
+# colours (with tab10 alone, Mamba-2 drew in full attention's blue); tests/report/test_palette.py keeps them apart.
 PALETTE = plt.get_cmap("tab10").colors + plt.get_cmap("tab20b").colors[::4]
 LINESTYLES = ["-", "--", "-.", ":"]
 

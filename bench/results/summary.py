@@ -36,20 +36,23 @@ def base_name(label: str) -> str:
     return label.split("(", 1)[0].split(" ", 1)[0]
 
 
-def display_rank(name: str) -> float:
-    """A mechanism's `display_order` (mechanisms/base.py); one this checkout does not know goes last."""
+def _capability(name: str, attribute: str, unknown):
+    """A class attribute of a registered mechanism (mechanisms/base.py), or `unknown` for a name this checkout does
+    not register (records from another checkout or plugin still summarise)."""
     try:
-        return mechanisms.get(name).display_order
+        return getattr(mechanisms.get(name), attribute)
     except ConfigError:
-        return float("inf")
+        return unknown
+
+
+def display_rank(name: str) -> float:
+    """A mechanism's `display_order`; one this checkout does not know goes last."""
+    return _capability(name, "display_order", float("inf"))
 
 
 def compute_options(name: str) -> tuple[str, ...]:
-    """A mechanism's `compute_options` (mechanisms/base.py): knobs of cost, not of carried state."""
-    try:
-        return tuple(mechanisms.get(name).compute_options)
-    except ConfigError:
-        return ()
+    """A mechanism's `compute_options`: knobs of cost, not of carried state."""
+    return tuple(_capability(name, "compute_options", ()))
 
 
 def ordered(labels) -> list[str]:
