@@ -57,9 +57,9 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
     figures = plots.write_plots(df, est, out, samples)
     frontier, distances = capacity.frontier_table(df, est), plots.distance_table(df, samples)
     figures += capacity.plot_frontier(frontier, out / "plots")
-    spans = capacity.span_split(df, samples)
+    spans, rates = capacity.span_split(df, samples), capacity.learning_rates(df, frontier)
     for name, frame in {"frontier": frontier, "frontier_decisive": capacity.decisive_pairs(frontier),
-                        "recall_by_distance": distances, "recall_by_span": spans}.items():
+                        "learning_rates": rates, "recall_by_distance": distances, "recall_by_span": spans}.items():
         if not frame.empty:
             frame.to_csv(out / "tables" / f"{name}.csv", index=False)
     extra = {
@@ -68,6 +68,8 @@ def build_report(records_files: list[Path], out: Path, threshold: float = 0.5) -
         f"Decisive frontier differences (carried state equal within {capacity.EQUAL_STATE:g}x, >= "
         f"{capacity.MIN_SEEDS} seeds each, intervals apart)":
             capacity.decisive_pairs(frontier),
+        "Learning rates per frontier point (mean on the seeds every rate shares; shown: the rate the frontier "
+        f"keeps, the best with >= {capacity.MIN_SEEDS} seeds)": rates,
         "Recall by key -> query distance against the local span s (beyond 2s: through memory only)": spans,
         f"Effective length (longest length with mean >= {threshold} at every shorter length)":
             tables.effective_length(est, threshold),

@@ -63,8 +63,10 @@ def settings(df: pd.DataFrame) -> pd.DataFrame:
 def frontier_table(df: pd.DataFrame, est: pd.DataFrame) -> pd.DataFrame:
     """Per (task, metric, context length) and state setting, the best learning rate's estimate and the setting's
     carried state in bytes (picking the best of several rates makes the winner's interval a little optimistic, as in
-    Zoology's figures); only for metrics in [0, 1] where higher is better, and only when some mechanism sweeps
-    a state knob (otherwise `plots.quality_vs_state` says all there is)."""
+    Zoology's figures). A rate run on fewer than MIN_SEEDS seeds competes only when no rate has that many, so a
+    one-seed tuning probe never replaces a claim (`learning_rates` shows how it did). Only for metrics in [0, 1]
+    where higher is better, and only when some mechanism sweeps a state knob (otherwise `plots.quality_vs_state`
+    says all there is)."""
     columns = ["task", "metric", "context_length", "curve", "point", "lr", "state_bytes", "mean", "low", "high", "n",
                "seeds"]
     meta = settings(df)
@@ -76,10 +78,42 @@ def frontier_table(df: pd.DataFrame, est: pd.DataFrame) -> pd.DataFrame:
     keep = est[est["metric"].map(higher_is_better) & (est["mean"] <= 1)]
     rows = keep.merge(meta, on="mechanism").join(state, on=["task", "mechanism", "context_length"])
     rows = rows.join(seeds, on=["task", "mechanism", "context_length"])
-    rows = rows.dropna(subset=["state_bytes", "mean"])
-    best = rows.sort_values("mean", ascending=False, kind="stable").drop_duplicates(
+    rows = rows.dropna(subset=["state_bytes", "mean"]).assign(claim=lambda r: r["seeds"] >= MIN_SEEDS)
+    best = rows.sort_values(["claim", "mean"], ascending=False, kind="stable").drop_duplicates(
         ["task", "metric", "context_length", "setting"])
     return best.sort_values(["task", "metric", "context_length", "curve", "state_bytes", "point"])[columns]
+
+
+def learning_rates(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """For every frontier point that ran at more than one learning rate, each rate's mean on the training seeds all
+    its rates share (paired by seed, so a rate tried on one tuning seed is compared on that seed alone), next to its
+    own seed count and whether the frontier shows it. The frontier keeps the best rate among those with enough
+    seeds for a claim; this table is where a rate probed on fewer seeds shows whether it would have won (then its
+    remaining seeds are worth running)."""
+    columns = ["task", "metric", "context_length", "curve", "point", "lr", "shared_seeds", "mean_on_shared", "seeds",
+               "shown"]
+    meta = settings(df)
+    if meta.empty:
+        return pd.DataFrame(columns=columns)
+    keys = ["task", "metric", "context_length", "setting"]
+    runs = df.merge(meta, on="mechanism")
+    runs = runs[runs["metric"].map(higher_is_better)]
+    rows = []
+    for (task, metric, length, _), group in runs.groupby(keys):
+        seeds_by_lr = group.groupby("lr")["seed"].agg(set)
+        if len(seeds_by_lr) < 2:
+            continue
+        shared = set.intersection(*seeds_by_lr)
+        for lr, sub in group.groupby("lr"):
+            on_shared = sub[sub["seed"].isin(shared)]
+            first = sub.iloc[0]
+            shown = table[(table["task"] == task) & (table["metric"] == metric) & (table["context_length"] == length)
+                          & (table["curve"] == first["curve"]) & (table["point"] == first["point"])]["lr"]
+            rows.append({"task": task, "metric": metric, "context_length": length, "curve": first["curve"],
+                         "point": first["point"], "lr": lr, "shared_seeds": len(shared),
+                         "mean_on_shared": on_shared["value"].mean() if shared else math.nan,
+                         "seeds": sub["seed"].nunique(), "shown": bool((shown == lr).any())})
+    return pd.DataFrame(rows, columns=columns)
 
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from bench.models.tokenizers import ByteTokenizer
 from bench.report import build_report
-from bench.report.capacity import decisive_pairs, frontier_table, settings, span_split
+from bench.report.capacity import decisive_pairs, frontier_table, learning_rates, settings, span_split
 from bench.report.samples import load_samples
 from bench.report.tables import baseline_overview, estimates, reference_scores
 from bench.results.records import RunInfo, append_records, read_records, records_path
@@ -19,22 +19,14 @@ from tests.helpers.recall import RecallLM
 STATE = 4096
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """Windows of 8 and 32 tokens at two learning rates (3e-3 recalls twice as far at W=8, half as far at W=32),
-    two Infini-like update rules at the same state, each run at three training seeds."""
-    tmp = tmp_path_factory.mktemp("frontier")
+def write_runs(tmp, runs) -> object:
+    """A store of MQAR runs (mechanism, options, model-name suffix, recall reach, state bytes, seeds) scored by
+    RecallLM, which recalls a value only when its key is at most `reach` tokens back."""
     path = records_path(tmp, "cap")
     task = MqarTask(MqarOptions(name="mqar", num_kv_pairs=[8]), ByteTokenizer(), TaskData(None, tmp / "cache"))
-    runs = [("sliding_window", {"window": 8}, "", 8, 8 * 64), ("sliding_window", {"window": 8}, "@lr0.003", 16, 8 * 64),
-            ("sliding_window", {"window": 32}, "", 32, 32 * 64), ("sliding_window", {"window": 32}, "@lr0.003", 16,
-                                                                   32 * 64),
-            ("infini", {"segment": 8, "update": "linear"}, "", 4, STATE),
-            ("infini", {"segment": 8, "update": "delta"}, "", 10**6, STATE),
-            ("full", {}, "", 10**6, 64 * STATE), ("full", {}, "@lr0.003", 10**6, 64 * STATE)]
-    for i, (mech, options, lr, reach, state) in enumerate(runs):
+    for i, (mech, options, lr, reach, state, seeds) in enumerate(runs):
         results = task.evaluate(RecallLM(reach), [128], n=30, seed=0)
-        for seed in (1, 2, 3):
+        for seed in seeds:
             info = RunInfo(sweep="cap", mechanism=mech, options=options, task="mqar", model=f"tiny-scratch100{lr}",
                            seed=seed, train_length=128, config_hash=f"h{i}-{seed}", run_id=f"r{i}{seed}",
                            git_sha="abc", created_at="2026-11-29T00:00:00+00:00")
@@ -43,6 +35,21 @@ def store(tmp_path_factory):
                                               n=c.n, subtask=c.subtask, data_hash=c.data_hash, state_bytes=state)
                                   for c in results])
     return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Windows of 8 and 32 tokens at two learning rates (3e-3 recalls twice as far at W=8, half as far at W=32),
+    two Infini-like update rules at the same state, each run at three training seeds."""
+    seeds = (1, 2, 3)
+    return write_runs(tmp_path_factory.mktemp("frontier"), [
+        ("sliding_window", {"window": 8}, "", 8, 8 * 64, seeds),
+        ("sliding_window", {"window": 8}, "@lr0.003", 16, 8 * 64, seeds),
+        ("sliding_window", {"window": 32}, "", 32, 32 * 64, seeds),
+        ("sliding_window", {"window": 32}, "@lr0.003", 16, 32 * 64, seeds),
+        ("infini", {"segment": 8, "update": "linear"}, "", 4, STATE, seeds),
+        ("infini", {"segment": 8, "update": "delta"}, "", 10**6, STATE, seeds),
+        ("full", {}, "", 10**6, 64 * STATE, seeds), ("full", {}, "@lr0.003", 10**6, 64 * STATE, seeds)])
 
 
 def test_settings_split_knobs_from_curves(store):
@@ -67,6 +74,24 @@ def test_best_learning_rate_per_cell_and_pooled_seeds(store):
     assert decisive.iloc[0]["better_state_bytes"] == decisive.iloc[0]["worse_state_bytes"] == STATE
     near = table.assign(state_bytes=table["state_bytes"].where(table["curve"] != "infini(update=linear)", STATE * 1.05))
     assert len(decisive_pairs(near)) == 1 and decisive_pairs(near, equal_state=1.01).empty  # within 10%: equal
+
+
+def test_a_rate_probed_on_one_seed_is_compared_on_it_but_never_replaces_a_claim(tmp_path):
+    """W=32 at 3e-3 (3 seeds) recalls half as far as at 1e-3, which ran on seed 1 only: the frontier keeps the
+    3-seed rate, and the learning-rate table shows the probe winning on the seed both rates share."""
+    store = write_runs(tmp_path, [("sliding_window", {"window": 32}, "@lr0.003", 16, 32 * 64, (1, 2, 3)),
+                                  ("sliding_window", {"window": 32}, "", 32, 32 * 64, (1,)),
+                                  ("sliding_window", {"window": 8}, "", 8, 8 * 64, (1,)),
+                                  ("sliding_window", {"window": 8}, "@lr0.003", 4, 8 * 64, (1,))])
+    df = cells(read_records(store))
+    table = frontier_table(df, estimates(df, load_samples([store]))).set_index("point")
+    assert table.loc["window=32", "lr"] == "0.003" and table.loc["window=32", "seeds"] == 3
+    assert table.loc["window=8", "lr"] == "default"  # no rate has 3 seeds: the best probe is shown, as a probe
+    rates = learning_rates(df, table.reset_index()).set_index(["point", "lr"])
+    probe, claim = rates.loc[("window=32", "default")], rates.loc[("window=32", "0.003")]
+    assert probe["shared_seeds"] == claim["shared_seeds"] == 1 and (probe["seeds"], claim["seeds"]) == (1, 3)
+    assert probe["mean_on_shared"] > claim["mean_on_shared"] and claim["shown"] and not probe["shown"]
+    assert rates.loc[("window=8", "default"), "shown"] and not rates.loc[("window=8", "0.003"), "shown"]
 
 
 def test_recall_splits_at_the_local_span(store):

@@ -276,9 +276,9 @@ def test_without_sidecars_estimates_and_paired_are_exactly_the_records_only_meth
     samples = load_samples([path])
     assert samples.empty and index_samples(samples) is None
     before_est, before_pairs = aggregate_estimates(df), aggregate_paired(df)
-    for given in (None, samples):
-        pd.testing.assert_frame_equal(tables.estimates(df, given), before_est, check_exact=True)
-        pd.testing.assert_frame_equal(tables.paired(df, given), before_pairs, check_exact=True)
+    for rows in (None, samples):
+        pd.testing.assert_frame_equal(tables.estimates(df, rows), before_est, check_exact=True)
+        pd.testing.assert_frame_equal(tables.paired(df, rows), before_pairs, check_exact=True)
     pd.testing.assert_frame_equal(tables.estimates(df), before_est, check_exact=True)
 
 
