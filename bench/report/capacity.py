@@ -89,9 +89,11 @@ def learning_rates(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     its rates share (paired by seed, so a rate tried on one tuning seed is compared on that seed alone), next to its
     own seed count and whether the frontier shows it. The frontier keeps the best rate among those with enough
     seeds for a claim; this table is where a rate probed on fewer seeds shows whether it would have won (then its
-    remaining seeds are worth running)."""
+    remaining seeds are worth running). The tuning choice is one rate per setting, not per cell: `tuned` marks the
+    rate with the best `setting_mean` (its mean on the shared seeds over the family's subtasks, MQAR's pair counts),
+    so that one seed's row noise in a single cell does not pick the rate."""
     columns = ["task", "metric", "context_length", "curve", "point", "lr", "shared_seeds", "mean_on_shared", "seeds",
-               "shown"]
+               "shown", "setting_mean", "tuned"]
     meta = settings(df)
     if meta.empty:
         return pd.DataFrame(columns=columns)
@@ -113,7 +115,12 @@ def learning_rates(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
                          "point": first["point"], "lr": lr, "shared_seeds": len(shared),
                          "mean_on_shared": on_shared["value"].mean() if shared else math.nan,
                          "seeds": sub["seed"].nunique(), "shown": bool((shown == lr).any())})
-    return pd.DataFrame(rows, columns=columns)
+    out = pd.DataFrame(rows, columns=columns[:-2])
+    setting = [out["task"].str.split("/", n=1).str[0], out["metric"], out["context_length"], out["curve"],
+               out["point"]]
+    out["setting_mean"] = out.groupby([*setting, out["lr"]])["mean_on_shared"].transform("mean")
+    out["tuned"] = out["setting_mean"] == out.groupby(setting)["setting_mean"].transform("max")
+    return out[columns]
 
 
 

@@ -92,6 +92,25 @@ def test_a_rate_probed_on_one_seed_is_compared_on_it_but_never_replaces_a_claim(
     assert probe["shared_seeds"] == claim["shared_seeds"] == 1 and (probe["seeds"], claim["seeds"]) == (1, 3)
     assert probe["mean_on_shared"] > claim["mean_on_shared"] and claim["shown"] and not probe["shown"]
     assert rates.loc[("window=8", "default"), "shown"] and not rates.loc[("window=8", "0.003"), "shown"]
+    assert probe["tuned"] and not claim["tuned"] and rates.loc[("window=8", "default"), "tuned"]
+
+
+def test_the_tuning_rate_is_chosen_per_setting_over_its_pair_counts(tmp_path):
+    """On the tuning seed, 1e-3 is a little better at 4 pairs and far worse at 32: each cell's best rate differs,
+    but the setting's rate is the one better over its pair counts."""
+    path = records_path(tmp_path, "cap")
+    for lr, values in (("", {4: 0.70, 32: 0.10}), ("@lr0.003", {4: 0.69, 32: 0.40})):
+        info = RunInfo(sweep="cap", mechanism="sliding_window", options={"window": 32}, task="mqar",
+                       model=f"tiny-scratch100{lr}", seed=1, train_length=128, config_hash=f"h{lr}", run_id=f"r{lr}",
+                       git_sha="abc", created_at="2026-11-29T00:00:00+00:00")
+        append_records(path, [info.record(context_length=128, metric="exact_match", value=v, n=100, subtask=f"kv{k}",
+                                          data_hash=f"d{k}", state_bytes=2048) for k, v in values.items()])
+    write_runs(tmp_path, [("sliding_window", {"window": 8}, "", 8, 512, (1,))])  # a second point: a knob varies
+    df = cells(read_records(path))
+    rates = learning_rates(df, frontier_table(df, estimates(df))).set_index(["task", "lr"])
+    assert rates.loc[("mqar/kv4", "default"), "mean_on_shared"] > rates.loc[("mqar/kv4", "0.003"), "mean_on_shared"]
+    assert rates.xs("0.003", level="lr")["tuned"].all() and not rates.xs("default", level="lr")["tuned"].any()
+    assert rates.loc[("mqar/kv4", "0.003"), "setting_mean"] == pytest.approx((0.69 + 0.40) / 2)
 
 
 def test_recall_splits_at_the_local_span(store):
