@@ -38,7 +38,9 @@ def _numeric(value) -> bool:
 def settings(df: pd.DataFrame) -> pd.DataFrame:
     """One row per mechanism label: `curve` (mechanism plus the non-numeric and compute options that vary among its
     runs), `point` (the numeric options that vary, as text), `lr` (from the model name; 'default' when absent) and
-    `setting` (everything but the learning rate: the labels that compete for a cell's best learning rate)."""
+    `setting` (everything but the learning rate: the labels that compete for a cell's best learning rate). When
+    two state knobs vary (Infini's segment and its heads), the one with the most values places the points and the
+    others start curves, so that a line never joins points that differ in two knobs."""
     first = df.drop_duplicates("mechanism").set_index("mechanism")
     rows = []
     for name, group in first.groupby(first.index.map(base_name)):
@@ -49,9 +51,17 @@ def settings(df: pd.DataFrame) -> pd.DataFrame:
         stems = group["model"].astype(str).str.partition(LR_MARK)[0]
         parts = stems.str.split("-", expand=True).fillna("").astype(str)  # parts that vary (h1/h2/h4: heads)
         shape = [c for c in parts.columns if parts[c].nunique() > 1]
+        # the model-name parts that vary count as one knob (the heads a width is split into)
+        axes = [(options[c].astype(str).nunique(), c) for c in knobs]
+        axes += [(parts[shape].agg("-".join, axis=1).nunique(), None)] if shape else []
+        axis = max(axes, key=lambda a: a[0], default=(0, None))[1]  # the first of the most-valued, on a tie
+        kinds += [c for c in knobs if c != axis]
+        knobs, split = [c for c in knobs if c == axis], (shape if axis is not None else [])
+        shape = [c for c in shape if c not in split]
         for label, model in group["model"].items():
             stem, _, lr = str(model).partition(LR_MARK)
-            curve = name + (f"({', '.join(f'{c}={options.at[label, c]}' for c in kinds)})" if kinds else "")
+            apart = [f"{c}={options.at[label, c]}" for c in kinds] + [parts.at[label, c] for c in split]
+            curve = name + (f"({', '.join(apart)})" if apart else "")
             tag = label[label.rindex(" ["):].strip() if label.endswith("]") and " [" in label else ""
             shown = [f"{c}={options.at[label, c]}" for c in knobs] + [parts.at[label, c] for c in shape]
             point = ", ".join(p for p in [*shown, tag] if p)  # a sweep or hash tag: runs `labelled` keeps apart

@@ -169,3 +169,17 @@ def test_compute_options_start_curves_and_state_options_place_points():
     meta = settings(df).set_index("mechanism")
     assert set(meta["curve"]) == {"weights_lora(steps=20)", "weights_lora(steps=60)"}
     assert set(meta["point"]) == {"rank=4", "rank=16"}
+
+
+def test_two_state_knobs_draw_a_curve_per_value_of_the_one_with_fewer_values():
+    """Infini swept over segment (8, 16) and heads (1, 2, 4): heads place the points, each segment is a curve, so
+    no line joins two points that differ in both knobs."""
+    import pandas as pd
+
+    runs = [(8, 2), (16, 1), (16, 2), (16, 4)]
+    df = pd.DataFrame({"mechanism": [f"infini(segment={g}) h{h}" for g, h in runs],
+                       "options": [{"segment": g, "update": "delta"} for g, _ in runs],
+                       "model": [f"tiny-d64-l2-h{h}-scratch100@lr0.003" for _, h in runs]})
+    meta = settings(df).set_index("mechanism")
+    assert set(meta["curve"]) == {"infini(segment=8)", "infini(segment=16)"}
+    assert set(meta[meta["curve"] == "infini(segment=16)"]["point"]) == {"h1", "h2", "h4"}
