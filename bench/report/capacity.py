@@ -56,8 +56,8 @@ def settings(df: pd.DataFrame) -> pd.DataFrame:
         axes += [(parts[shape].agg("-".join, axis=1).nunique(), None)] if shape else []
         axis = max(axes, key=lambda a: a[0], default=(0, None))[1]  # the first of the most-valued, on a tie
         kinds += [c for c in knobs if c != axis]
-        knobs, split = [c for c in knobs if c == axis], (shape if axis is not None else [])
-        shape = [c for c in shape if c not in split]
+        knobs = [c for c in knobs if c == axis]
+        split, shape = (shape, []) if axis is not None else ([], shape)
         for label, model in group["model"].items():
             stem, _, lr = str(model).partition(LR_MARK)
             apart = [f"{c}={options.at[label, c]}" for c in kinds] + [parts.at[label, c] for c in split]
@@ -118,14 +118,14 @@ def learning_rates(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         shared = set.intersection(*seeds_by_lr)
         for lr, sub in group.groupby("lr"):
             on_shared = sub[sub["seed"].isin(shared)]
-            first = sub.iloc[0]
-            shown = table[(table["task"] == task) & (table["metric"] == metric) & (table["context_length"] == length)
-                          & (table["curve"] == first["curve"]) & (table["point"] == first["point"])]["lr"]
-            rows.append({"task": task, "metric": metric, "context_length": length, "curve": first["curve"],
-                         "point": first["point"], "lr": lr, "shared_seeds": len(shared),
+            rows.append({"task": task, "metric": metric, "context_length": length, "curve": sub["curve"].iloc[0],
+                         "point": sub["point"].iloc[0], "lr": lr, "shared_seeds": len(shared),
                          "mean_on_shared": on_shared["value"].mean() if shared else math.nan,
-                         "seeds": sub["seed"].nunique(), "shown": bool((shown == lr).any())})
-    out = pd.DataFrame(rows, columns=columns[:-2])
+                         "seeds": sub["seed"].nunique()})
+    cell = ["task", "metric", "context_length", "curve", "point", "lr"]
+    shown = table[cell].drop_duplicates().assign(shown=True)
+    out = pd.DataFrame(rows, columns=columns[:-3]).merge(shown, on=cell, how="left")
+    out["shown"] = out["shown"].eq(True)
     setting = [out["task"].str.split("/", n=1).str[0], out["metric"], out["context_length"], out["curve"],
                out["point"]]
     out["setting_mean"] = out.groupby([*setting, out["lr"]])["mean_on_shared"].transform("mean")

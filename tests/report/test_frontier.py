@@ -2,6 +2,8 @@
 curves), the best learning rate per cell, seeds pooled into one interval, and decisive pairs only between curves
 that carry the same state."""
 
+from pathlib import Path
+
 import pytest
 
 from bench.models.tokenizers import ByteTokenizer
@@ -19,7 +21,7 @@ from tests.helpers.recall import RecallLM
 STATE = 4096
 
 
-def write_runs(tmp, runs) -> object:
+def write_runs(tmp: Path, runs: list[tuple]) -> Path:
     """A store of MQAR runs (mechanism, options, model-name suffix, recall reach, state bytes, seeds) scored by
     RecallLM, which recalls a value only when its key is at most `reach` tokens back."""
     path = records_path(tmp, "cap")
