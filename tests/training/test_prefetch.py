@@ -1,5 +1,5 @@
-"""Batches made ahead in a thread are the batches the loop would draw itself, bit for bit and in order; a failing
-producer fails the consumer at that batch; closing early stops the producer."""
+"""Batches made ahead in a thread are the batches the loop would draw itself, bit for bit and in order, for every
+registered task; a failing producer fails the consumer at that batch; closing early stops the producer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 
+import tasks
 from bench.models.tokenizers import ByteTokenizer
 from bench.training.loop import batches
 from bench.training.mixture import Mixture, min_training_length
@@ -16,10 +17,11 @@ from bench.training.protocols import mixture_tasks
 from tests.helpers.config import make
 
 
-def test_prefetched_batches_equal_the_ones_drawn_in_the_loop(task_data):
+@pytest.mark.parametrize("name", tasks.names())
+def test_prefetched_batches_equal_the_ones_drawn_in_the_loop(name, task_data):
     cfg = make("train.batch_size=3", "train.train_length=600", "train.seed=5").train
     tok = ByteTokenizer()
-    weights = {"copy": 0.4, "passkey": 0.4, "perplexity": 0.2}
+    weights = {"copy": 0.5, name: 0.5} if name != "copy" else {"copy": 1.0}
 
     def stream():
         mixture = Mixture(mixture_tasks(weights, tok, task_data), weights, seed=5)
