@@ -11,6 +11,7 @@ that cell, as Zoology reports, and the table says which one it was."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.report.palette import colour, ordered, style  # noqa: E402
-from bench.report.plots import local_span, query_distances, save  # noqa: E402
+from bench.report.plots import fitted_legend, local_span, query_distances, save  # noqa: E402
 from bench.report.tables import MIN_SEEDS, higher_is_better  # noqa: E402
 from bench.results.summary import base_name, compute_options  # noqa: E402
 
@@ -182,9 +183,10 @@ def plot_frontier(table: pd.DataFrame, out: Path) -> list[Path]:
             ax.set(xscale="log", xlabel="carried state (bytes)", title=task, ylim=(-0.02, 1.02))
         axes[0][0].set_ylabel(f"{metric} (best learning rate)")
         handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=min(len(labels), 4))
-        fig.suptitle(f"{fam} at {length} tokens: recall vs state (95% CI over seeds and samples; open: < "
-                     f"{MIN_SEEDS} seeds, a probe)", fontsize=9)
+        fitted_legend(fig, handles, labels)
+        title = (f"{fam} at {length} tokens: recall vs state (95% CI over seeds and samples; open: < {MIN_SEEDS} "
+                 "seeds, a probe)")  # wrapped to the width: one panel is narrower than the line
+        fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 15)), fontsize=9)
         paths += save(fig, out, f"frontier_{fam}_{metric}_{length}")
     return paths
 

@@ -28,6 +28,18 @@ def local_span(options: dict | None) -> int | None:
     return next((int(options[k]) for k in SPAN_OPTIONS if k in (options or {})), None)
 
 
+def fitted_legend(fig, handles: list, labels: list[str], max_cols: int = 4, fontsize: float = 7):
+    """A figure legend below the panels in as many columns (at most `max_cols`) as fit the figure's width. Long
+    labels (a RAG reader's options run past 100 characters) in a fixed four columns ran off both edges of the
+    saved image."""
+    for ncols in range(min(len(labels), max_cols), 0, -1):
+        legend = fig.legend(handles, labels, fontsize=fontsize, loc="outside lower center", ncols=ncols)
+        if ncols == 1 or legend.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width:
+            return legend
+        legend.remove()
+    raise ValueError("a legend needs at least one label")
+
+
 def save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     name = file_stem(name)
