@@ -4,6 +4,11 @@ matches the SHA-256 recorded beside it; anything else (no digest, a mismatch, un
 Saving writes the checkpoint atomically (temp file, fsync, rename, folder fsync) and only then its digest, so a
 kill at any point leaves either a verified pair or an unverified file that the next run retrains. Temp files left
 by a killed writer are removed.
+
+One process trains a given checkpoint at a time: the whole look-up-or-train runs under a file lock beside the
+checkpoint, so the jobs of a parallel sweep (joblib, a SLURM array) that share a base model wait for the first one
+to train it and then load it, instead of each training it again (or reading a checkpoint whose digest is not yet
+written and discarding it).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from filelock import FileLock, Timeout
 
 from bench.core import atomic
 
@@ -72,21 +78,31 @@ def remove_orphan_temps(path: Path) -> None:
 def cached(path: Path, label: str, load: Callable[[dict[str, torch.Tensor]], M],
            train: Callable[[], tuple[M, dict[str, torch.Tensor], dict[str, Any]]], use_cache: bool = True) -> M:
     """`load(state_dict)` from a verified checkpoint at `path`, or `train()` -> (model, state to save, meta) and save
-    it. `use_cache=False` always trains (an injected fault must happen, not be read from the cache)."""
-    if path.parent.exists():
+    it. `use_cache=False` always trains (an injected fault must happen, not be read from the cache). Another process
+    training the same checkpoint is waited for (see the module's docstring)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s: another job is training or reading %s; waiting for it", label, path)
+        lock.acquire()
+    try:
         remove_orphan_temps(path)
-    if use_cache and path.exists():
-        try:
-            state = load_checkpoint(path)["state_dict"]
-        except CorruptCheckpoint as e:
-            log.warning("%s; deleting it and retraining", e)
-            discard(path)
-        else:
-            log.info("%s: cached checkpoint %s", label, path)
-            return load(state)
-    model, state, meta = train()
-    save_checkpoint(path, state, meta)
-    return model
+        if use_cache and path.exists():
+            try:
+                state = load_checkpoint(path)["state_dict"]
+            except CorruptCheckpoint as e:
+                log.warning("%s; deleting it and retraining", e)
+                discard(path)
+            else:
+                log.info("%s: cached checkpoint %s", label, path)
+                return load(state)
+        model, state, meta = train()
+        save_checkpoint(path, state, meta)
+        return model
+    finally:
+        lock.release()
 
 
 def _alive(pid: int) -> bool:

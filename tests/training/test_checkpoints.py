@@ -1,5 +1,6 @@
 """Checkpoints: verified by their recorded SHA-256 (corruption and a missing digest are named, never blessed
-after the fact), and the checkpoint cache retrains what it cannot verify and clears writers' orphaned temp files."""
+after the fact), and the checkpoint cache retrains what it cannot verify, clears writers' orphaned temp files and
+trains a checkpoint that parallel jobs share only once."""
 
 import pytest
 import torch
@@ -59,3 +60,62 @@ def test_clearing_orphans_never_takes_a_live_writers_digest_temp(tmp_path):
     checkpoints.remove_orphan_temps(path)
     assert live_digest_temp.exists() and live_temp.exists()
     assert not dead_digest_temp.exists()
+
+
+WORKER = """
+import logging, sys, time
+from pathlib import Path
+import torch
+from bench.training import checkpoints
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+path, name = Path(sys.argv[1]), sys.argv[2]
+
+def fit():
+    (path.parent / f"trained-by-{name}").touch()
+    while not (path.parent / "go").exists():  # hold the lock until the test lets go
+        time.sleep(0.05)
+    return "model", {"w": torch.ones(2)}, {}
+
+print(checkpoints.cached(path, name, lambda s: "loaded", fit), flush=True)
+"""
+
+
+def test_parallel_jobs_sharing_a_checkpoint_train_it_once(tmp_path):
+    """Two sweep jobs wanting the same base model: the second waits for the first's training and loads its
+    checkpoint (without the lock it would find no checkpoint and train the base again)."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+
+    path = tmp_path / "ckpt.pt"
+
+    def start(name):
+        return subprocess.Popen([sys.executable, "-c", WORKER, str(path), name], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=(tmp_path / f"{name}.log").open("w"))
+
+    def wait_for(condition, job):
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+            time.sleep(0.05)
+
+    first = start("first")
+    second = None
+    try:
+        wait_for((tmp_path / "trained-by-first").exists, first)
+        second = start("second")
+        # it reaches the lock while the first job holds it (without the lock it would start training instead)
+        wait_for(lambda: "waiting for it" in (tmp_path / "second.log").read_text()
+                 or (tmp_path / "trained-by-second").exists(), second)
+        (tmp_path / "go").touch()
+        assert first.communicate(timeout=120)[0].strip() == "model"
+        assert second.communicate(timeout=120)[0].strip() == "loaded"
+        assert not (tmp_path / "trained-by-second").exists()
+    finally:
+        (tmp_path / "go").touch()  # never leave a worker holding on
+        for job in (first, second):
+            if job is not None and job.poll() is None:
+                job.kill()
