@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
 
-State = Any  # a (nested) dataclass / tuple / dict of tensors; opaque to the backbone
+State = Any  # a (nested) dataclass / tuple / dict of tensors, the batch first in each; opaque to the backbone
 
 
 @dataclasses.dataclass
@@ -97,6 +97,11 @@ class Mechanism(Capabilities, nn.Module):
         """Bytes carried between chunks: every tensor reachable from the state."""
         return sum(t.numel() * t.element_size() for t in _tensors(state))
 
+    def repeat_state(self, state: State, batch_size: int) -> State:
+        """A batch-1 state as `batch_size` identical rows, to continue prompts that share what it has read. The
+        default repeats every tensor along its first (batch) dimension; a state laid out otherwise overrides."""
+        return repeat_rows(state, batch_size)
+
     def stats(self) -> dict[str, float]:
         """Introspection numbers (gate mix, attention mass, ...) recorded alongside results."""
         return {}
@@ -162,6 +167,10 @@ class SegmentRecurrence(Capabilities, nn.Module):
     def state_nbytes(self, state: State) -> int:
         return sum(t.numel() * t.element_size() for t in _tensors(state))
 
+    def repeat_state(self, state: State, batch_size: int) -> State:
+        """As `Mechanism.repeat_state` (the layer states it holds included)."""
+        return repeat_rows(state, batch_size)
+
     def stats(self) -> dict[str, float]:
         return {}
 
@@ -183,6 +192,30 @@ def gate_stats(gate: Tensor) -> dict[str, float]:
     """The memory's share of a per-head gated mix, sigmoid(gate): mean and spread over heads (Infini, neural memory)."""
     weight = torch.sigmoid(gate.detach().float())
     return {"gate_memory_weight": weight.mean().item(), "gate_memory_weight_std": weight.std(unbiased=False).item()}
+
+
+def repeat_rows(state: State, batch_size: int) -> State:
+    """Every tensor of a batch-1 state repeated to `batch_size` rows along its first dimension (a copy: states are
+    never shared between rows); anything else (ints, None) kept as it is."""
+    def repeat(t: Tensor) -> Tensor:
+        if t.dim() == 0 or t.shape[0] != 1:
+            raise ValueError(f"repeat_rows: a state tensor of shape {tuple(t.shape)} has no batch of 1 first; the "
+                             "mechanism must override repeat_state")
+        return t.repeat(batch_size, *[1] * (t.dim() - 1))
+    return _map_tensors(state, repeat)
+
+
+def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _map_tensors(getattr(obj, f.name), fn)
+                                           for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
 
 
 def _tensors(obj: Any):

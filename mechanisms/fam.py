@@ -114,6 +114,7 @@ class FeedbackAttentionMemory(Mechanism):
         self.fam_init = nn.Parameter(torch.randn(self.options.fam_tokens, d_model) * 0.02)
         self._block_fns: tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None = None
         self._share_sum, self._share_count = 0.0, 0
+        self._stream_share = [0.0, 0]  # the same, since the last init_state: what a repeated state stands for
 
     def bind_block(self, pre_norm: Callable[[Tensor], Tensor], feed_forward: Callable[[Tensor], Tensor]) -> None:
         self._block_fns = (pre_norm, feed_forward)  # a tuple, so nn.Module does not register them twice
@@ -123,7 +124,17 @@ class FeedbackAttentionMemory(Mechanism):
         ring = torch.zeros(batch_size, h, m * b, dh, device=device, dtype=dtype)
         partial = torch.zeros(batch_size, h, b, dh, device=device, dtype=dtype)
         fam = self.fam_init.to(device=device, dtype=dtype).unsqueeze(0).expand(batch_size, -1, -1)
+        self._stream_share = [0.0, 0]
         return FAMState(fam, ring, ring.clone(), partial, partial.clone())
+
+    def repeat_state(self, state: FAMState, batch_size: int) -> FAMState:
+        """Also counts the attention share of the queries behind the state once per row, as if every row had
+        streamed them: a shared prefix read once must not weigh less in `fam_attention_share`."""
+        total, count = self._stream_share
+        self._share_sum += (batch_size - 1) * total
+        self._share_count += (batch_size - 1) * count
+        self._stream_share = [batch_size * total, batch_size * count]
+        return super().repeat_state(state, batch_size)
 
     def stats(self) -> dict[str, float]:
         if not self.options.fam_tokens or not self._share_count:
@@ -218,8 +229,10 @@ class FeedbackAttentionMemory(Mechanism):
             y = blocks_attention(F.pad(grid, (0, 1)), F.pad(keys, (0, 1)), torch.cat([values, marker], -1), mask,
                                  scale=dh**-0.5)
             share = y[..., -1].flatten(2, 3)[:, :, filled : filled + t]  # (B, H, T) real queries
-            self._share_sum += float(share.sum())
-            self._share_count += share.numel()
+            total, count = float(share.sum()), share.numel()
+            self._share_sum += total
+            self._share_count += count
+            self._stream_share = [self._stream_share[0] + total, self._stream_share[1] + count]
             y = y[..., :-1]
         return y.reshape(bsz, h, n_blocks * b, dh)[:, :, filled : filled + t]
 

@@ -124,6 +124,12 @@ class LayerStack(nn.Module):
         x, new_states = self.run_blocks(self.embed(tokens), states, positions)
         return self.head_logits(x), new_states
 
+    def repeat_states(self, states: Any, batch_size: int) -> Any:
+        """States read at batch 1 repeated to `batch_size` identical rows (each mechanism's `repeat_state`)."""
+        if self.recurrence is not None:
+            return self.recurrence.repeat_state(states, batch_size)
+        return [blk.mixer.repeat_state(s, batch_size) for blk, s in zip(self.blocks, states, strict=True)]
+
     def state_nbytes(self, states: Any) -> int:
         if self.recurrence is not None:
             return self.recurrence.state_nbytes(states)

@@ -133,6 +133,11 @@ class HFStreamingLM(StreamingLM):
             logits.append(out.logits)
         return torch.cat(logits, dim=1), (cache, cached_pos), start + tokens.shape[1]
 
+    def _repeat_states(self, states: Any, rows: int) -> Any:
+        cache, cached_pos = states
+        cache.batch_repeat_interleave(rows)  # transformers' own: every layer's keys and values, in place
+        return cache, cached_pos
+
     @torch.no_grad()
     def state_bytes_after(self, n_tokens: int) -> int:
         ids = torch.full((1, n_tokens), self.tokenizer.bos_id, device=self.device)

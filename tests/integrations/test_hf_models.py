@@ -1,6 +1,6 @@
 """Pretrained Hugging Face models through our harness (tiny Llama / Mistral built from a config, offline): the
 sliding-window adapter gives transformers' own Mistral sliding-window logits on the same weights, streaming in any
-chunking carries the state, and `model=hf` runs end to end through the CLI."""
+chunking carries the state, prompts sharing a prefix read it once, and `model=hf` runs end to end through the CLI."""
 
 import json
 
@@ -54,6 +54,20 @@ def test_full_adapter_streams_like_one_forward_and_its_state_grows(llama_dir):
     assert lm.state_bytes_after(64) * 2 == lm.state_bytes_after(128)
     window = HFStreamingLM(model, tok, chunk_size=9, window=16, sinks=2)
     assert window.state_bytes_after(64) == window.state_bytes_after(256)
+
+
+@pytest.mark.parametrize("window", [None, 16])
+def test_prompts_sharing_a_prefix_read_it_once_through_transformers_cache(llama_dir, window):
+    """The shared prefix is streamed at batch 1 and transformers' cache repeated to every row
+    (`batch_repeat_interleave`): the same last logits as streaming every row, with and without eviction."""
+    model, tok = load_model(str(llama_dir)), load_tokenizer(str(llama_dir))
+    gen = torch.Generator().manual_seed(3)
+    prefix = torch.randint(3, tok.vocab_size, (1, 40), generator=gen)
+    ids = torch.cat([prefix.expand(3, -1), torch.randint(3, tok.vocab_size, (3, 6), generator=gen)], dim=1)
+    lm = HFStreamingLM(model, tok, chunk_size=9, window=window, sinks=2 if window else 0)
+    shared_logits, (cache, _), _ = lm._prefill(ids)
+    assert shared_logits.shape[1] == 6 and cache.layers[0].keys.shape[0] == 3
+    torch.testing.assert_close(shared_logits[:, -1], lm._stream(ids)[0][:, -1], atol=1e-5, rtol=0)
 
 
 def test_sinks_stay_visible_to_every_later_query(llama_dir):

@@ -201,6 +201,20 @@ def test_stats_report_the_attention_share_on_fam_tokens():
     assert make("bswa").eval().stats() == {}
 
 
+def test_a_prefix_read_once_counts_once_per_row_in_the_attention_share():
+    """StreamingLM reads a prefix its prompts share once and repeats the state: the share must stay the mean over
+    every row's queries, as if each row had streamed the prefix itself."""
+    x = torch.randn(3, 30, D, dtype=torch.float64)
+    x[1:, :17] = x[:1, :17]
+    batched, shared = make().eval(), make().eval()
+    with torch.no_grad():
+        stream(batched, x, [30])
+        _, state = stream(shared, x[:1, :17], [17])
+        shared(x[:, 17:], shared.repeat_state(state, 3), torch.arange(17, 30))
+    assert shared.stats()["fam_attention_share"] == pytest.approx(batched.stats()["fam_attention_share"], abs=1e-12)
+    assert shared._share_count == batched._share_count
+
+
 def test_bad_options_and_unbound_fam_fail_clearly():
     with pytest.raises(ConfigError, match="mechanism.fam_tokens"):
         mechanisms.build("fam", D, H, block=4, fam_tokens=5)

@@ -1,8 +1,9 @@
-"""Invariants every per-layer mechanism keeps, run over the registry (`mechanisms.names()`, installed plugins
-included) so that a new mechanism is tested without this file being edited: chunking never changes the outputs, no
-output sees a later token, the state stays bounded exactly when the class declares it, a `reference_mask` is what
-the layer computes, and unknown options are refused by name. Each mechanism runs with small options derived from
-its own memory unit (tests/helpers/mechanism_cases.py), plus a few edge cases of the built-in ones."""
+"""Invariants every per-layer mechanism keeps, run over the registry (`mechanisms.names()`, installed plugins included)
+so that a new mechanism is tested without this file being edited: chunking never changes the outputs, a state
+repeated from batch 1 continues every row as the batched stream does, no output sees a later token, the state stays
+bounded exactly when the class declares it, a `reference_mask` is what the layer computes, and unknown options are
+refused by name. Each mechanism runs with small options derived from its own memory unit
+(tests/helpers/mechanism_cases.py), plus a few edge cases of the built-in ones."""
 
 import pytest
 import torch
@@ -63,6 +64,22 @@ def test_any_chunking_property(name, opts, cuts):
     m = make(name, opts)
     x = torch.randn(1, total, D, generator=torch.Generator().manual_seed(total))
     torch.testing.assert_close(stream(m, x, cuts)[0], stream(m, x, [total])[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name,opts", params(CASES))
+def test_a_repeated_batch_1_state_continues_every_row_like_the_batched_stream(name, opts):
+    """Prompts that share a prefix read it once (StreamingLM._prefill): the prefix's state at batch 1, repeated to
+    every row by `repeat_state`, must carry each row on exactly as streaming all rows from the start does."""
+    m = make(name, opts)
+    total = length_for(name, opts)
+    shared = total // 2 + 1  # not at a unit boundary
+    x = torch.randn(3, total, D)
+    x[1:, :shared] = x[:1, :shared]
+    whole, _ = stream(m, x, [total])
+    with torch.no_grad():
+        _, state = stream(m, x[:1, :shared], [shared])
+        rest, _ = m(x[:, shared:], m.repeat_state(state, 3), torch.arange(shared, total))
+    torch.testing.assert_close(rest, whole[:, shared:].detach(), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name,opts", params(CASES))
