@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.report.palette import colour, ordered, style  # noqa: E402
-from bench.report.plots import fitted_legend, local_span, query_distances, save  # noqa: E402
+from bench.report.plots import fitted_legend, local_span, narrow_log_x, query_distances, save  # noqa: E402
 from bench.report.tables import MIN_SEEDS, higher_is_better  # noqa: E402
 from bench.results.summary import base_name, compute_options  # noqa: E402
 
@@ -181,6 +181,7 @@ def plot_frontier(table: pd.DataFrame, out: Path) -> list[Path]:
                 ax.scatter(probe["state_bytes"], probe["mean"], marker="o", facecolors="white",
                            edgecolors=colour(curve), zorder=3)
             ax.set(xscale="log", xlabel="carried state (bytes)", title=task, ylim=(-0.02, 1.02))
+            narrow_log_x(ax, cell["state_bytes"])
         axes[0][0].set_ylabel(f"{metric} (best learning rate)")
         handles, labels = axes[0][0].get_legend_handles_labels()
         fitted_legend(fig, handles, labels)

@@ -28,6 +28,17 @@ def local_span(options: dict | None) -> int | None:
     return next((int(options[k]) for k in SPAN_OPTIONS if k in (options or {})), None)
 
 
+def narrow_log_x(ax, values) -> None:
+    """A log-x axis over less than a decade has no labelled decade, so matplotlib labels its minor ticks in long
+    scientific notation that runs together (1.3x10^5 1.4x10^5 ...); give it a few ticks in engineering notation
+    (130k) instead. Wider axes keep matplotlib's own ticks."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) < 10:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
 def fitted_legend(fig, handles: list, labels: list[str], max_cols: int = 4, fontsize: float = 7):
     """A figure legend below the panels in as many columns (at most `max_cols`) as fit the figure's width. Long
     labels (a RAG reader's options run past 100 characters) in a fixed four columns ran off both edges of the
