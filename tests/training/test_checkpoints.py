@@ -2,12 +2,17 @@
 after the fact), and the checkpoint cache retrains what it cannot verify, clears writers' orphaned temp files and
 trains a checkpoint that parallel jobs share only once."""
 
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
 from bench.models.backbone import Backbone, BackboneSpec
 from bench.training import checkpoints
 from bench.training.checkpoints import CorruptCheckpoint, load_checkpoint, save_checkpoint
+from tests.helpers import ROOT
 
 
 def test_checkpoints_are_verified_by_hash_and_corruption_is_named(tmp_path):
@@ -84,12 +89,6 @@ print(checkpoints.cached(path, name, lambda s: "loaded", fit), flush=True)
 def test_parallel_jobs_sharing_a_checkpoint_train_it_once(tmp_path):
     """Two sweep jobs wanting the same base model: the second waits for the first's training and loads its
     checkpoint (without the lock it would find no checkpoint and train the base again)."""
-    import subprocess
-    import sys
-    import time
-
-    from tests.helpers import ROOT
-
     path = tmp_path / "ckpt.pt"
 
     def start(name):
