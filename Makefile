@@ -20,9 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install (skipped when up to date)
 
-bench: setup  ## run the default sweep (trains, evaluates, writes results/default/); resumes where it stopped
-	$(PY) -m bench -m sweep=default; status=$$?; \
-	  if [ $$status -ne 2 ]; then $(PY) -m bench.report default || exit $$?; fi; exit $$status
+# bench times its own setup, sweep and report; their seconds go into results/default/summary.md ("Wall time")
+bench:  ## run the default sweep (trains, evaluates, writes results/default/); resumes where it stopped
+	@start=$$(date +%s); $(MAKE) --no-print-directory setup || exit $$?; setup_s=$$(( $$(date +%s) - start )); \
+	  start=$$(date +%s); echo "$(PY) -m bench -m sweep=default"; $(PY) -m bench -m sweep=default; status=$$?; \
+	  sweep_s=$$(( $$(date +%s) - start )); if [ $$status -eq 2 ]; then exit 2; fi; \
+	  start=$$(date +%s); echo "$(PY) -m bench.report default"; $(PY) -m bench.report default || exit $$?; \
+	  report_s=$$(( $$(date +%s) - start )); \
+	  $(PY) -m bench.timing default setup=$$setup_s sweep=$$sweep_s report=$$report_s > /dev/null || exit $$?; \
+	  echo "make bench: setup $${setup_s} s, sweep $${sweep_s} s, report $${report_s} s -> results/default/summary.md"; \
+	  exit $$status
 
 test: setup  ## fast tests: everything not marked slow
 	$(PY) -m pytest -m "not slow" -q

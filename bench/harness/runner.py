@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config.schema import TrainConfig, neutral_defaults
 from bench.config.validate import validate
+from bench.core import stopwatch
 from bench.core.errors import one_line
 from bench.core.hashing import content_hash
 from bench.harness.factory import backbone_spec, build_task, make_tokenizer, model_and_lm
@@ -129,7 +130,9 @@ def numerics() -> str:
 def evaluate_cell(cfg: DictConfig, config_hash: str
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, float]]:
     """Get the trained model (cached), evaluate the task, and return the cell's records, per-sample rows and wall
-    seconds (model: training or loading it; evaluate)."""
+    seconds: prepare (tokenizer and task), model (training or loading it), of which base (training the shared base
+    model, when this cell trained it) and train (training this cell's own model), and evaluate."""
+    started = time.perf_counter()
     tokenizer = make_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
     m = cfg.model
@@ -137,11 +140,13 @@ def evaluate_cell(cfg: DictConfig, config_hash: str
     options = OmegaConf.to_container(cfg.mechanism, resolve=True)
     mechanism = options["name"]
 
+    prepare_s = time.perf_counter() - started
     started = time.perf_counter()
-    model, checkpoint, lm = model_and_lm(cfg, spec, tokenizer, options)
-    train_s = time.perf_counter() - started
+    with stopwatch.collecting() as spent:
+        model, checkpoint, lm = model_and_lm(cfg, spec, tokenizer, options)
+    model_s = time.perf_counter() - started
     log.info("%s / %s: model ready in %.0fs; evaluating at lengths %s, %d samples per cell", mechanism,
-             cfg.task.name, train_s, list(cfg.eval.lengths), cfg.eval.n)
+             cfg.task.name, model_s, list(cfg.eval.lengths), cfg.eval.n)
     started = time.perf_counter()
     results = task.evaluate(lm, list(cfg.eval.lengths), cfg.eval.n, cfg.eval.seed)
     eval_s = time.perf_counter() - started
@@ -150,7 +155,7 @@ def evaluate_cell(cfg: DictConfig, config_hash: str
         stats.update(lm.stats())
     results += introspection(stats)
     log.info("%s / %s: model ready in %.0fs (checkpoint %s), evaluated in %.0fs",
-             mechanism, cfg.task.name, train_s, checkpoint, eval_s)
+             mechanism, cfg.task.name, model_s, checkpoint, eval_s)
 
     t = cfg.train  # the model is its architecture, tokenizer and training budget (with its learning rate if swept)
     budget = f"base{t.base_steps}+{t.steps}" if t.init == "base" else f"scratch{t.steps}"
@@ -167,5 +172,7 @@ def evaluate_cell(cfg: DictConfig, config_hash: str
     rows = [run.record(context_length=r.context_length, depth=r.depth, metric=r.metric, value=r.value, n=r.n,
                        subtask=r.subtask, state_bytes=r.state_bytes, tokens_per_s=r.tokens_per_s,
                        data_hash=r.data_hash) for r in results]
-    seconds = {"model": round(train_s, 1), "evaluate": round(eval_s, 1)}
+    seconds = {"prepare": prepare_s, "model": model_s, "base": spent.get("base", 0.0), "train": spent.get("train", 0.0),
+               "evaluate": eval_s}
+    seconds = {phase: round(s, 1) for phase, s in seconds.items()}
     return rows, samples.sample_rows(config_hash, cfg.task.name, results), seconds

@@ -47,7 +47,7 @@ class Entry:
     error: str | None = None
     started: float | None = None  # the running process's start time (seconds since the epoch): pid + start = it
     records: int | None = None  # how many records the cell appends, set just before it appends them
-    seconds: dict[str, float] | None = None  # wall time of the cell's last run: model (train or load), evaluate
+    seconds: dict[str, float] | None = None  # wall time of the cell's last run by phase (runner.evaluate_cell)
 
 
 def process_start(pid: int) -> float | None:

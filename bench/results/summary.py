@@ -14,6 +14,7 @@ import mechanisms
 from bench.core import atomic
 from bench.core.errors import ConfigError
 from bench.results.manifest import Manifest, manifest_path
+from bench.results.phases import PHASES, read_phases
 from bench.results.records import read_records
 
 DEPTH_METRIC = "exact_match"  # the metric broken down by depth
@@ -200,24 +201,65 @@ def unfinished_table(records_files: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CELL_PHASES = ("prepare", "base", "train", "model", "evaluate")  # runner.evaluate_cell's seconds, in its order
+
+
 def timing_table(records_file: Path) -> pd.DataFrame:
-    """Wall seconds of every finished cell's last run (from the manifest): getting the model (training it, or
-    loading its cached checkpoint: the first cell of a mechanism and seed trains, the others load) and evaluating.
-    Cells recorded by code that did not time them are left out."""
-    rows = [{"mechanism": e.mechanism, "task": e.task, "overrides": e.overrides, "model s": e.seconds["model"],
-             "evaluate s": e.seconds["evaluate"]}
+    """Wall seconds of every finished cell's last run (from the manifest): preparing it (tokenizer, task data),
+    getting the model (training it, or loading its cached checkpoint: the first cell of a mechanism and seed trains,
+    the others load), of which training the shared base model and the cell's own, and evaluating. Columns the cells'
+    code did not time are left out; cells recorded by code that timed nothing are left out."""
+    rows = [{"mechanism": e.mechanism, "task": e.task, "overrides": e.overrides,
+             **{f"{phase} s": e.seconds.get(phase) for phase in CELL_PHASES}}
             for e in Manifest(manifest_path(records_file)).read().values() if e.status == "done" and e.seconds]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).dropna(axis="columns", how="all")
+
+
+def phase_table(records_file: Path, cells: pd.DataFrame) -> pd.DataFrame:
+    """Where a whole run's time went: the last `make bench`'s setup, sweep process and report (timing.json), and
+    the sweep's cells summed by phase (evaluation by task). Empty when neither says more than the per-cell table."""
+    recorded = read_phases(records_file)
+    rows: list[tuple[str, float | None]] = []
+    if "setup" in recorded:
+        rows.append((PHASES["setup"], recorded["setup"]["seconds"]))
+    if "sweep" in recorded:
+        rows.append((PHASES["sweep"], recorded["sweep"]["seconds"]))
+    if "train s" in cells:  # timed by phase (older cells timed only model and evaluate)
+        timed = cells.dropna(subset=["train s"])
+        load = timed["model s"] - timed["base s"] - timed["train s"]
+        rows += [(f"  cells: preparation (tokenizer, task data; {len(timed)} cells)", timed["prepare s"].sum()),
+                 ("  cells: training the shared base model", timed["base s"].sum()),
+                 ("  cells: training their own models", timed["train s"].sum()),
+                 ("  cells: loading cached models", load.clip(lower=0).sum())]
+        rows += [(f"  cells: evaluation, {task}", seconds)
+                 for task, seconds in timed.groupby("task", sort=False)["evaluate s"].sum().items()]
+    if "report" in recorded:
+        rows.append((PHASES["report"], recorded["report"]["seconds"]))
+    if not rows or not (recorded or "train s" in cells):
+        return pd.DataFrame()
+    if all(p in recorded for p in PHASES):
+        rows.append(("total (setup + sweep + report)", sum(recorded[p]["seconds"] for p in PHASES)))
+    return pd.DataFrame(rows, columns=["phase", "seconds"])
 
 
 def timing_markdown(records_file: Path) -> str:
     table = timing_table(records_file)
+    phases = phase_table(records_file, table)
+    out = ""
+    if not phases.empty:
+        stamps = sorted({v["at"] for v in read_phases(records_file).values()})
+        when = f" (timing.json: the last `make bench`, {stamps[-1]})" if stamps else ""
+        out += (f"\n## Wall time\n\nMeasured by the run itself{when}; the cells' rows sum each cell's last run "
+                f"(manifest.json), so a resumed sweep's process time covers only the cells it ran.\n\n"
+                f"{phases.to_markdown(index=False, floatfmt=',.0f')}\n")
     if table.empty:
-        return ""
+        return out
     total = table[["model s", "evaluate s"]].sum()
-    return (f"\n## Wall time per cell\n\nModel (train or load) {total['model s'] / 60:.1f} min and evaluation "
-            f"{total['evaluate s'] / 60:.1f} min over {len(table)} cells, as the cells' last runs measured them "
-            f"(setup, tokenizer and report not included).\n\n{table.to_markdown(index=False, floatfmt='.1f')}\n")
+    left_out = "setup and report" if "prepare s" in table else "setup, tokenizer and report"
+    return out + (f"\n## Wall time per cell\n\nModel (train or load) {total['model s'] / 60:.1f} min and evaluation "
+                  f"{total['evaluate s'] / 60:.1f} min over {len(table)} cells, as the cells' last runs measured them "
+                  f"({left_out} not included).\n\n"
+                  f"{table.to_markdown(index=False, floatfmt='.1f')}\n")
 
 
 def _missing_as_none(block: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 import mechanisms
 import tasks
+from bench.core import stopwatch
 from bench.core.errors import ConfigError
 from bench.core.hashing import content_hash
 from bench.core.precision import AUTOCAST_DTYPES
@@ -98,7 +99,8 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
     mech_options = {k: v for k, v in options.items() if k != "name"}
 
     def obtain(job: TrainJob, label: str, init_state: dict | None, seed: int, nan_at_step: int | None = None,
-               shape: dict[str, int] | None = None) -> tuple[Backbone, str]:
+               shape: dict[str, int] | None = None, phase: str = "train") -> tuple[Backbone, str]:
+        """The job's model, cached or trained now; training time counts as `phase` (stopwatch)."""
         shape = shape or {}
         key = job.key(train_cfg | shape | {"seed": seed}, tokenizer.fingerprint, data.corpus.hash)
         path = cache / f"{key}.pt"
@@ -116,8 +118,9 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
             torch.manual_seed(seed)
             mixture = Mixture(streams, dict(t.mixture), seed + (1 if init_state is not None else 0))
             log.info("%s: training %d steps (lr %g) -> %s", label, job.steps, job.lr, path)
-            losses = train(model, mixture, OmegaConf.merge(t, shape, {"seed": seed}), job.steps, job.lr, label,
-                           nan_at_step)
+            with stopwatch.phase(phase):
+                losses = train(model, mixture, OmegaConf.merge(t, shape, {"seed": seed}), job.steps, job.lr, label,
+                               nan_at_step)
             final = sum(losses[-20:]) / max(1, len(losses[-20:]))
             log.info("%s: final loss %.4f", label, final)
             meta = {"job": json.loads(json.dumps(dataclasses.asdict(job))), "final_loss": final}
@@ -130,7 +133,7 @@ def trained_model(cfg: Any, spec: BackboneSpec, tokenizer: Any, options: dict[st
         return obtain(job, f"{mechanism} (scratch)", None, t.seed, cfg.inject_nan_at_step, mechanism_shape)
     torch.manual_seed(base_seed)
     base_job = TrainJob(spec, "full", {}, t.base_steps, t.base_lr, None)
-    base, base_key = obtain(base_job, f"base (full attention, seed {base_seed})", None, base_seed)
+    base, base_key = obtain(base_job, f"base (full attention, seed {base_seed})", None, base_seed, phase="base")
     torch.manual_seed(t.seed)  # the mechanism's fresh parameters (FAM's memory) follow the training seed
     job = TrainJob(spec, mechanism, mech_options, t.steps, t.lr, base_key)
     return obtain(job, f"{mechanism} (from base)", base.state_dict(), t.seed, cfg.inject_nan_at_step,
@@ -166,8 +169,9 @@ def trained_lora(cfg: Any, hf_model: Any, tokenizer: Any, options: dict[str, Any
         log.info("%s: LoRA rank %d, %d trainable tensors (%d parameters), %d steps", label, m.lora_rank,
                  len(trainable), sum(p.numel() for p in model.parameters() if p.requires_grad), t.steps)
         torch.manual_seed(t.seed)
-        train(model, Mixture(mixture_tasks(t.mixture, tokenizer, data), dict(t.mixture), t.seed + 1), t, t.steps,
-              t.lr, label, cfg.inject_nan_at_step)
+        with stopwatch.phase("train"):
+            train(model, Mixture(mixture_tasks(t.mixture, tokenizer, data), dict(t.mixture), t.seed + 1), t,
+                  t.steps, t.lr, label, cfg.inject_nan_at_step)
         state = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
         return model.eval(), state, {"trainable": json.loads(json.dumps(trainable))}
 

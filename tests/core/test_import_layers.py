@@ -20,7 +20,8 @@ LAYERS = [
     ("bench.harness", 4),
     ("bench.integrations", 5), ("bench.perf", 5),
     # the command-line modules at the top of bench/ (python -m bench, bench.summary, ...) sit above everything
-    ("bench.__main__", 6), ("bench.summary", 6), ("bench.export_lm_eval", 6), ("bench.lm_eval_run", 6), ("bench", 6),
+    ("bench.__main__", 6), ("bench.summary", 6), ("bench.timing", 6), ("bench.export_lm_eval", 6),
+    ("bench.lm_eval_run", 6), ("bench", 6),
 ]
 
 
