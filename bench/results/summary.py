@@ -212,6 +212,10 @@ def timing_table(records_file: Path) -> pd.DataFrame:
     rows = [{"mechanism": e.mechanism, "task": e.task, "overrides": e.overrides,
              **{f"{phase} s": e.seconds.get(phase) for phase in CELL_PHASES}}
             for e in Manifest(manifest_path(records_file)).read().values() if e.status == "done" and e.seconds]
+    if not rows:
+        return pd.DataFrame()
+    rank = {label: i for i, label in enumerate(ordered(row["mechanism"] for row in rows))}
+    rows.sort(key=lambda row: (rank[row["mechanism"]], row["task"], row["overrides"]))  # mechanism x task x seed
     return pd.DataFrame(rows).dropna(axis="columns", how="all")
 
 

@@ -85,3 +85,15 @@ def test_the_command_records_phases_and_refuses_bad_input_in_one_line(tmp_path):
     assert good.returncode == 0, good.stderr
     assert {k: v["seconds"] for k, v in read_phases(tmp_path / "smoke" / "records.jsonl").items()} == {
         "setup": 3.0, "report": 4.5}
+
+
+def test_the_per_cell_table_lists_cells_by_mechanism_then_task_then_seed(tmp_path):
+    m = Manifest(tmp_path / "manifest.json")
+    for mechanism, task, seed in [("fam", "passkey", 2), ("full", "perplexity", 1), ("fam", "passkey", 1),
+                                  ("full", "passkey", 1)]:
+        m.mark(f"{mechanism}{task}{seed}", "done", mechanism, task, {}, overrides=f"train.seed={seed}",
+               seconds={"model": 1.0, "evaluate": 1.0})
+    lines = timing_markdown(tmp_path / "records.jsonl").split("|:", 1)[1].splitlines()[1:]
+    assert [tuple(c.strip() for c in line.strip("|").split("|")[:3]) for line in lines] == [
+        ("full", "passkey", "train.seed=1"), ("full", "perplexity", "train.seed=1"),
+        ("fam", "passkey", "train.seed=1"), ("fam", "passkey", "train.seed=2")]
