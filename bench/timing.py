@@ -14,15 +14,14 @@ from bench.results.summary import RecordsError, write_summary
 
 
 def parse(pairs: list[str]) -> dict[str, float]:
+    """PHASE=SECONDS pairs; which phases exist and what a valid time is, `record_phases` checks."""
     seconds = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
+        name, _, value = pair.partition("=")
         try:
-            seconds[name] = float(value) if sep else float("nan")
+            seconds[name] = float(value)  # a pair without "=" has an empty value, which float() refuses
         except ValueError:
-            seconds[name] = float("nan")
-        if seconds[name] != seconds[name]:
-            raise ConfigError(f"{pair!r}: expected PHASE=SECONDS, PHASE one of {', '.join(PHASES)}")
+            raise ConfigError(f"{pair!r}: expected PHASE=SECONDS, PHASE one of {', '.join(PHASES)}") from None
     return seconds
 
 

@@ -219,15 +219,11 @@ def timing_table(records_file: Path) -> pd.DataFrame:
     return pd.DataFrame(rows).dropna(axis="columns", how="all")
 
 
-def phase_table(records_file: Path, cells: pd.DataFrame) -> pd.DataFrame:
-    """Where a whole run's time went: the last `make bench`'s setup, sweep process and report (timing.json), and
-    the sweep's cells summed by phase (evaluation by task). Empty when neither says more than the per-cell table."""
-    recorded = read_phases(records_file)
-    rows: list[tuple[str, float | None]] = []
-    if "setup" in recorded:
-        rows.append((PHASES["setup"], recorded["setup"]["seconds"]))
-    if "sweep" in recorded:
-        rows.append((PHASES["sweep"], recorded["sweep"]["seconds"]))
+def phase_table(recorded: dict[str, dict], cells: pd.DataFrame) -> pd.DataFrame:
+    """Where a whole run's time went: the last `make bench`'s setup, sweep process and report (`recorded`, from
+    timing.json), and the sweep's cells summed by phase (evaluation by task). Empty when neither says more than the
+    per-cell table."""
+    rows: list[tuple[str, float]] = [(PHASES[p], recorded[p]["seconds"]) for p in ("setup", "sweep") if p in recorded]
     if "train s" in cells:  # timed by phase (older cells timed only model and evaluate)
         timed = cells.dropna(subset=["train s"])
         load = timed["model s"] - timed["base s"] - timed["train s"]
@@ -239,7 +235,7 @@ def phase_table(records_file: Path, cells: pd.DataFrame) -> pd.DataFrame:
                  for task, seconds in timed.groupby("task", sort=False)["evaluate s"].sum().items()]
     if "report" in recorded:
         rows.append((PHASES["report"], recorded["report"]["seconds"]))
-    if not rows or not (recorded or "train s" in cells):
+    if not rows:
         return pd.DataFrame()
     if all(p in recorded for p in PHASES):
         rows.append(("total (setup + sweep + report)", sum(recorded[p]["seconds"] for p in PHASES)))
@@ -248,11 +244,11 @@ def phase_table(records_file: Path, cells: pd.DataFrame) -> pd.DataFrame:
 
 def timing_markdown(records_file: Path) -> str:
     table = timing_table(records_file)
-    phases = phase_table(records_file, table)
+    recorded = read_phases(records_file)
+    phases = phase_table(recorded, table)
     out = ""
     if not phases.empty:
-        stamps = sorted({v["at"] for v in read_phases(records_file).values()})
-        when = f" (timing.json: the last `make bench`, {stamps[-1]})" if stamps else ""
+        when = f" (timing.json: the last `make bench`, {max(v['at'] for v in recorded.values())})" if recorded else ""
         out += (f"\n## Wall time\n\nMeasured by the run itself{when}; the cells' rows sum each cell's last run "
                 f"(manifest.json), so a resumed sweep's process time covers only the cells it ran.\n\n"
                 f"{phases.to_markdown(index=False, floatfmt=',.0f')}\n")
